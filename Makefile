@@ -1,0 +1,69 @@
+# Gradient Flow: two commands do everything on a fresh machine.
+#   make book   - set up .venv, install pinned requirements and MathJax, build _build/html
+#   make test   - same set-up, then lib unit tests, nbval on every notebook, strict build, browser check
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MATHJAX_VERSION := 3.2.2
+MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-mml-chtml.js
+JOBS ?= 2
+
+.PHONY: book test unit notebooks build browser bench lab clean help
+help:
+	@echo "make book   build the HTML book into _build/html"
+	@echo "make test   run every test: lib unit tests, notebooks (nbval), strict build, browser check"
+	@echo "make bench  time every notebook and the probes"
+	@echo "make lab    open the chapters as notebooks in JupyterLab"
+
+# Set-up is idempotent: it reinstalls only when requirements.txt or pyproject.toml change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+# MathJax comes from the npm registry, so the built book renders math offline.
+$(MATHJAX):
+	npm install --silent --no-audit --no-fund --no-save --prefix .cache/mathjax mathjax@$(MATHJAX_VERSION)
+	test -f $@
+
+setup: $(STAMP) $(MATHJAX)
+.PHONY: setup
+
+book: setup
+	rm -rf _build/html _build/jupyter_execute _build/.doctrees
+	$(BIN)/jupyter-book build -W --keep-going .
+	@echo "Book built: $(CURDIR)/_build/html/index.html"
+
+unit: setup
+	$(BIN)/python -m pytest -q -n $(JOBS) tests --ignore=tests/test_browser.py
+
+# nbval collects .ipynb only: export every notebook in _toc.yml to _build/nbtest, then re-execute.
+notebooks: setup
+	rm -rf _build/nbtest
+	$(BIN)/python scripts/export_notebooks.py _build/nbtest
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval-lax _build/nbtest
+
+browser: setup
+	$(BIN)/python -m pytest -q tests/test_browser.py
+
+test: setup
+	rm -rf _build
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory notebooks
+	$(MAKE) --no-print-directory book
+	$(MAKE) --no-print-directory browser
+
+bench: setup
+	$(BIN)/python benchmarks/bench_notebooks.py
+	$(BIN)/python benchmarks/bench_probes.py
+
+lab: setup
+	$(BIN)/python -m pip install -q jupyterlab
+	$(BIN)/jupyter lab book/
+
+clean:
+	rm -rf _build

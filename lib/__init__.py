@@ -1,0 +1,14 @@
+"""Gradient Flow's shared code. Chapters import from here; they tell the story.
+
+Modules, lowest first (a module imports only those above it in this list):
+
+* :mod:`lib.activations` - activations and their closed-form derivatives
+* :mod:`lib.data` - small data sets that ship with the packages (no download)
+* :mod:`lib.init` - initialisers and the variance theory that predicts them
+* :mod:`lib.networks` - MLP and RNN builders with readable layer names
+* :mod:`lib.probes` - per-layer gradient-flow statistics for any ``nn.Module``
+* :mod:`lib.training` - a seeded training loop that records gradient flow
+* :mod:`lib.diagnose` - plain-language diagnosis of a probe report
+* :mod:`lib.plots` - the house figure style
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,124 @@
+"""Small data sets that need no download: real digits and synthetic problems.
+
+* :func:`digits` - scikit-learn's bundled 8x8 handwritten digits (1,797 images,
+  64 features, 10 classes); the file ships inside scikit-learn, so nothing is
+  fetched at run time.
+* :func:`spirals` - interleaved 2-D spirals, a classic hard-for-depth toy.
+* :func:`teacher` - regression targets produced by a random "teacher" MLP.
+
+Every function is seeded and returns a :class:`Dataset` of float32 tensors.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["Dataset", "digits", "spirals", "teacher"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train/test tensors. ``y`` holds class indices (int64) or regression targets (float32)."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    name: str = ""
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (0 for a regression set)."""
+        if self.y_train.is_floating_point():
+            return 0
+        return int(torch.cat([self.y_train, self.y_test]).max()) + 1
+
+    @property
+    def out_features(self) -> int:
+        """Output size a model needs: classes, or the target dimension."""
+        if self.n_classes:
+            return self.n_classes
+        return 1 if self.y_train.dim() == 1 else int(self.y_train.shape[1])
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}: train {tuple(self.x_train.shape)}, "
+                f"test {tuple(self.x_test.shape)}, classes={self.n_classes})")
+
+
+def _check(test_fraction: float, seed: int) -> None:
+    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+
+
+def _split(x: Tensor, y: Tensor, test_fraction: float, seed: int, standardize: bool,
+           name: str) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(x.shape[0], generator=g)
+    n_test = max(1, int(round(test_fraction * x.shape[0])))
+    te, tr = perm[:n_test], perm[n_test:]
+    x_tr, x_te = x[tr], x[te]
+    if standardize:
+        # Statistics from the training split only, so the test set stays unseen.
+        mu, sd = x_tr.mean(0), x_tr.std(0)
+        sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+        x_tr, x_te = (x_tr - mu) / sd, (x_te - mu) / sd
+    return Dataset(x_tr.contiguous(), y[tr].contiguous(), x_te.contiguous(), y[te].contiguous(), name)
+
+
+def digits(*, test_fraction: float = 0.25, seed: int = 0, standardize: bool = True) -> Dataset:
+    """The 8x8 digits bundled with scikit-learn, split and (by default) standardised."""
+    _check(test_fraction, seed)
+    from sklearn.datasets import load_digits  # imported here: only this loader needs scikit-learn
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.data, dtype=torch.float32)
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    return _split(x, y, test_fraction, seed, standardize, "digits")
+
+
+def spirals(n: int = 1000, *, classes: int = 3, noise: float = 0.2, turns: float = 1.5,
+            test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """``classes`` interleaved spiral arms in 2-D, ``n`` points in total."""
+    _check(test_fraction, seed)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2 * classes:
+        raise ValueError(f"n must be an int >= 2 * classes ({2 * classes}), got {n!r}")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ValueError(f"classes must be an int >= 2, got {classes!r}")
+    if not isinstance(noise, (int, float)) or noise < 0:
+        raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    r = torch.rand(n, generator=g)
+    theta = 2 * math.pi * (turns * r + y.float() / classes)
+    pts = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], 1)
+    pts = pts + noise * r.unsqueeze(1) * torch.randn(n, 2, generator=g) * 0.5
+    return _split(pts.float(), y, test_fraction, seed, True, "spirals")
+
+
+def teacher(n: int = 2000, *, in_features: int = 16, depth: int = 3, width: int = 64,
+            test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """Regression on the outputs of a random tanh "teacher" network (targets of shape (n, 1))."""
+    _check(test_fraction, seed)
+    for name, v in (("n", n), ("in_features", in_features), ("depth", depth), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, in_features, generator=g)
+    h = x
+    fan_in = in_features
+    for _ in range(depth):
+        w = torch.randn(fan_in, width, generator=g) / math.sqrt(fan_in)
+        h = torch.tanh(h @ w)
+        fan_in = width
+    y = h @ (torch.randn(fan_in, 1, generator=g) / math.sqrt(fan_in))
+    y = (y - y.mean()) / y.std()
+    return _split(x, y, test_fraction, seed, False, "teacher")

@@ -1,0 +1,342 @@
+"""Gradient-flow probes for any ``nn.Module``, through hooks.
+
+Usage::
+
+    with lib.probes.watch(model) as rec:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+    for row in rec.report():
+        print(row.name, row.weight_grad_norm, row.dead)
+    print(rec.table())
+
+A *layer* is a leaf module with a ``weight`` (Linear, Conv, ...), not a
+normalisation or activation module. Its *pre-activation* is the input of the
+first activation module that runs after it (so after a BatchNorm, if there is
+one), and its *activation* is that module's output. A layer with no activation
+module after it (an output layer, or a model that calls ``F.relu``) reports the
+layer's own output as pre-activation and NaN for the activation columns.
+
+Forward statistics are pooled over every forward pass inside the ``with``
+block; gradient norms are those of the last backward pass. Hooks are removed
+when the block ends, also when it raises.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from lib import activations as _acts
+
+__all__ = ["LayerStats", "Recorder", "watch", "layer_modules", "SATURATION"]
+
+#: |pre-activation| beyond which a bounded activation counts as saturated: there
+#: its derivative is below 5 % of its maximum (sigmoid: 0.25 -> 0.0125; tanh: 1 -> 0.05).
+SATURATION: dict[str, float] = {"sigmoid": 4.35, "tanh": 2.18}
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+
+
+@dataclass
+class LayerStats:
+    """One row of a probe report (one weight layer, in forward order)."""
+
+    name: str
+    kind: str
+    activation: str | None
+    pre_mean: float
+    pre_std: float
+    act_mean: float
+    act_std: float
+    saturated: float
+    dead: float
+    weight_grad_norm: float
+    output_grad_norm: float
+    nonfinite: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs a probe reports on: leaf modules with a ``weight``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    out = []
+    for name, m in model.named_modules():
+        if any(True for _ in m.children()):
+            continue
+        w = getattr(m, "weight", None)
+        if not isinstance(w, Tensor) or isinstance(m, _NORM_TYPES):
+            continue
+        if isinstance(m, _acts.ACTIVATION_MODULES):
+            continue
+        out.append((name, m))
+    return out
+
+
+class _Moments:
+    """Running count, sum and sum of squares of every entry seen.
+
+    Per-pass sums stay 0-d tensors in a list until the report, so recording
+    costs two float32 reductions and no conversion; they are added up in float64
+    at the end. A NaN or Inf anywhere shows in the sums.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._s: list[Tensor] = []
+        self._ss: list[Tensor] = []
+
+    def add(self, t: Tensor) -> None:
+        flat = t.detach().reshape(-1)
+        self.n += flat.numel()
+        self._s.append(flat.sum())
+        self._ss.append(torch.dot(flat, flat))
+
+    def add_with_units(self, t: Tensor) -> Tensor:
+        """Add ``t`` (batch, units, ...) and return each unit's sum of squares."""
+        t = t.detach()
+        self.n += t.numel()
+        self._s.append(t.sum())
+        if t.dim() == 0:
+            per_unit = (t * t).reshape(1)
+        else:
+            per_unit = (t * t).sum(dim=[0] + list(range(2, t.dim())))
+        self._ss.append(per_unit.sum())
+        return per_unit
+
+    def _totals(self) -> tuple[float, float]:
+        return (float(torch.stack(self._s).double().sum()) if self._s else 0.0,
+                float(torch.stack(self._ss).double().sum()) if self._ss else 0.0)
+
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in self._totals())
+
+    def mean_std(self) -> tuple[float, float]:
+        if self.n == 0:
+            return math.nan, math.nan
+        s, ss = self._totals()
+        m = s / self.n
+        return m, math.sqrt(max(ss / self.n - m * m, 0.0))
+
+
+def _norm(t: Tensor) -> Tensor:
+    flat = t.detach().reshape(-1)
+    return torch.dot(flat, flat)  # squared; the report takes the root
+
+
+class _Slot:
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name = name
+        self.module = module
+        self.kind = type(module).__name__
+        self.activation: str | None = None
+        self.pre = _Moments()
+        self.act = _Moments()
+        self.out = _Moments()
+        self.pending: Tensor | None = None  # last output, until we know whether an activation follows
+        self.sat_count = 0
+        self.sat_total = 0
+        self.alive: Tensor | None = None  # per unit: ever nonzero?
+        self.out_grad_sq: Tensor | None = None
+        self.paired = False
+        self.samples: dict[str, list[Tensor]] = {"pre": [], "act": [], "grad": []}
+
+
+class Recorder:
+    """Collects per-layer statistics while attached; see :func:`watch`."""
+
+    def __init__(self, model: nn.Module, keep_samples: int = 0) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(keep_samples, bool) or not isinstance(keep_samples, int) or keep_samples < 0:
+            raise ValueError(f"keep_samples must be an int >= 0, got {keep_samples!r}")
+        self.model = model
+        self.keep_samples = keep_samples
+        self._slots = [_Slot(n, m) for n, m in layer_modules(model)]
+        self._by_module = {id(s.module): s for s in self._slots}
+        self._order: list[_Slot] = []  # forward order, first pass
+        self._last: _Slot | None = None
+        self._handles: list[Any] = []
+        self._active = False
+
+    # -- hooks ---------------------------------------------------------------
+    def _layer_hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if not self._active or not isinstance(output, Tensor):
+            return
+        slot = self._by_module[id(module)]
+        if slot not in self._order:
+            self._order.append(slot)
+        self._flush(slot)
+        slot.pending = output.detach()
+        slot.paired = False
+        self._last = slot
+        if output.requires_grad:
+            output.register_hook(lambda g, s=slot: self._grad_hook(s, g))
+
+    @staticmethod
+    def _flush(slot: _Slot) -> None:
+        """Count the previous output of an unpaired layer (no activation followed it)."""
+        if slot.pending is not None and not slot.paired:
+            slot.out.add(slot.pending)
+        slot.pending = None
+
+    def _grad_hook(self, slot: _Slot, grad: Tensor) -> None:
+        if not self._active:
+            return
+        slot.out_grad_sq = _norm(grad)
+        if self.keep_samples:
+            slot.samples["grad"] = [self._sample(grad)]
+
+    def _act_hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        slot = self._last
+        if not self._active or slot is None or slot.paired or not isinstance(output, Tensor):
+            return
+        slot.paired = True
+        slot.pending = None
+        self._last = None
+        z = inputs[0] if isinstance(inputs, tuple) and inputs else None
+        if not isinstance(z, Tensor):
+            return
+        slot.activation = _acts.name_of_module(module) or type(module).__name__
+        slot.pre.add(z)
+        # A unit is alive if any of its outputs is nonzero, i.e. its sum of squares is positive.
+        alive = slot.act.add_with_units(output) > 0
+        thr = SATURATION.get(slot.activation or "")
+        if thr is not None:
+            slot.sat_count = slot.sat_count + (z.detach().abs() > thr).sum()
+            slot.sat_total += z.numel()
+        slot.alive = alive if slot.alive is None or slot.alive.shape != alive.shape else slot.alive | alive
+        if self.keep_samples:
+            slot.samples["pre"].append(self._sample(z))
+            slot.samples["act"].append(self._sample(output))
+
+    def _sample(self, t: Tensor) -> Tensor:
+        flat = t.detach().reshape(-1)
+        return flat[: self.keep_samples].clone()
+
+    # -- lifecycle -------------------------------------------------------------
+    def attach(self) -> "Recorder":
+        if self._active:
+            raise RuntimeError("this recorder is already attached")
+        self._active = True
+        for s in self._slots:
+            self._handles.append(s.module.register_forward_hook(self._layer_hook))
+        for m in self.model.modules():
+            if isinstance(m, _acts.ACTIVATION_MODULES):
+                self._handles.append(m.register_forward_hook(self._act_hook))
+        return self
+
+    def detach(self) -> None:
+        self._active = False
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    @property
+    def hook_count(self) -> int:
+        """How many module hooks are attached right now (0 after the ``with`` block)."""
+        return len(self._handles)
+
+    # -- results ---------------------------------------------------------------
+    def report(self) -> list[LayerStats]:
+        """One :class:`LayerStats` per layer that ran, in forward order."""
+        rows = []
+        for s in self._order:
+            self._flush(s)
+            w = getattr(s.module, "weight", None)
+            g = w.grad if isinstance(w, Tensor) else None
+            wg = math.sqrt(float(_norm(g))) if g is not None else math.nan
+            og = math.sqrt(float(s.out_grad_sq)) if s.out_grad_sq is not None else math.nan
+            nonfinite = not (s.out.finite() and s.pre.finite() and s.act.finite()) or (
+                g is not None and not math.isfinite(wg)) or (not math.isnan(og) and not math.isfinite(og))
+            if s.act.n:
+                pm, ps = s.pre.mean_std()
+                am, as_ = s.act.mean_std()
+                dead = float((~s.alive).float().mean()) if s.alive is not None else math.nan
+            else:
+                (pm, ps), (am, as_), dead = s.out.mean_std(), (math.nan, math.nan), math.nan
+            if s.sat_total:
+                sat = float(s.sat_count) / s.sat_total
+            else:
+                sat = math.nan
+            rows.append(LayerStats(s.name, s.kind, s.activation, pm, ps, am, as_, sat, dead, wg,
+                                   og, nonfinite))
+        return rows
+
+    def samples(self, name: str) -> dict[str, Tensor]:
+        """Kept values (``keep_samples`` > 0) of layer ``name``: pre, act and grad."""
+        for s in self._slots:
+            if s.name == name:
+                return {k: torch.cat(v) if v else torch.empty(0) for k, v in s.samples.items()}
+        raise ValueError(f"no layer named {name!r}; layers: {', '.join(s.name for s in self._slots)}")
+
+    def column(self, field: str) -> list[float]:
+        """One column of the report, e.g. ``rec.column('weight_grad_norm')``."""
+        valid = [f.name for f in fields(LayerStats)]
+        if field not in valid:
+            raise ValueError(f"unknown column {field!r}; columns: {', '.join(valid)}")
+        return [getattr(r, field) for r in self.report()]
+
+    def table(self) -> str:
+        """The report as a fixed-width text table."""
+        return format_table(self.report())
+
+
+def format_table(rows: list[LayerStats]) -> str:
+    """A fixed-width text table of report rows."""
+    head = (f"{'layer':<16}{'act':<11}{'pre std':>9}{'act std':>9}{'sat':>7}{'dead':>7}"
+            f"{'|dL/dW|':>11}{'|dL/dout|':>11}  nan/inf")
+    lines = [head, "-" * len(head)]
+
+    def f(v: float, spec: str) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            width = int("".join(c for c in spec.split(".")[0] if c.isdigit()) or 0)
+            return "-".rjust(width)
+        return format(v, spec)
+
+    for r in rows:
+        lines.append(
+            f"{r.name[:15]:<16}{(r.activation or '-')[:10]:<11}{f(r.pre_std, '9.3g')}"
+            f"{f(r.act_std, '9.3g')}{f(r.saturated, '7.0%')}{f(r.dead, '7.0%')}"
+            f"{f(r.weight_grad_norm, '11.2e')}{f(r.output_grad_norm, '11.2e')}  "
+            f"{'YES' if r.nonfinite else 'no'}"
+        )
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def watch(model: nn.Module, *, keep_samples: int = 0) -> Iterator[Recorder]:
+    """Attach probes to ``model`` for the duration of the block.
+
+    ``keep_samples`` > 0 keeps up to that many raw values per layer and pass
+    (pre-activations, activations, output gradients) for histograms.
+    """
+    rec = Recorder(model, keep_samples=keep_samples)
+    rec.attach()
+    try:
+        yield rec
+    finally:
+        rec.detach()
+
+
+def gradient_norms(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any = None) -> list[float]:
+    """Weight-gradient norm of every layer after one forward/backward pass on (x, y).
+
+    A convenience for the many experiments that only need this column. The
+    model's existing ``.grad`` fields are cleared first and left holding the result.
+    """
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError("x and y must be torch.Tensors")
+    loss_fn = loss_fn or (nn.functional.cross_entropy if not y.is_floating_point()
+                          else nn.functional.mse_loss)
+    model.zero_grad(set_to_none=True)
+    with watch(model) as rec:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+    return rec.column("weight_grad_norm")

@@ -1,0 +1,176 @@
+"""A small, seeded, deterministic training loop that records gradient flow.
+
+:func:`train` runs minibatch SGD or Adam on a :class:`lib.data.Dataset`, with
+optional gradient clipping, and returns a :class:`History`: the loss at every
+step, test accuracy at intervals, the total gradient norm before clipping, and,
+every ``probe_every`` steps, a full :mod:`lib.probes` report plus each layer's
+relative update size ``||dW|| / ||W||``.
+
+A tqdm progress bar shows when run interactively; set the environment variable
+``TQDM_DISABLE=1`` (the Makefile does, for builds and tests) to silence it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from lib import probes as _probes
+from lib.data import Dataset
+
+__all__ = ["History", "train", "evaluate", "OPTIMIZERS"]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class History:
+    """What :func:`train` measured. Lists indexed by step unless named otherwise."""
+
+    loss: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)  # total, before clipping
+    eval_steps: list[int] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    probe_steps: list[int] = field(default_factory=list)
+    reports: list[list[_probes.LayerStats]] = field(default_factory=list)
+    updates: list[list[float]] = field(default_factory=list)  # per probe step, per layer
+    layer_names: list[str] = field(default_factory=list)
+    diverged: bool = False
+
+    @property
+    def final_loss(self) -> float:
+        return self.loss[-1] if self.loss else math.nan
+
+    @property
+    def final_test_acc(self) -> float:
+        return self.test_acc[-1] if self.test_acc else math.nan
+
+    def column(self, field_name: str) -> list[list[float]]:
+        """One probe column over time: ``[[layer values] for each probe step]``."""
+        return [[getattr(r, field_name) for r in rep] for rep in self.reports]
+
+
+def _loss_fn(data: Dataset) -> Callable[[Tensor, Tensor], Tensor]:
+    if data.n_classes:
+        return nn.functional.cross_entropy
+    return lambda out, y: nn.functional.mse_loss(out, y.reshape(out.shape))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """(loss, accuracy) of ``model`` on (x, y) in eval mode; accuracy is NaN for regression."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x)
+        if y.is_floating_point():
+            return float(nn.functional.mse_loss(out, y.reshape(out.shape))), math.nan
+        return float(nn.functional.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
+    finally:
+        model.train(was_training)
+
+
+def _positive_number(name: str, v: Any, allow_none: bool = False) -> None:
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, got {v!r}")
+
+
+def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
+          optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
+          batch_size: int | None = 64, clip_norm: float | None = None,
+          clip_value: float | None = None, seed: int = 0, eval_every: int | None = None,
+          probe_every: int = 0, progress: bool = True, desc: str | None = None) -> History:
+    """Train ``model`` in place on ``data`` and return its :class:`History`.
+
+    Same model, data, arguments and seed give the same history, bit for bit, on
+    the same machine (batches come from a private generator seeded with ``seed``).
+    ``batch_size=None`` trains full-batch. Training stops early, with
+    ``history.diverged = True``, if the loss becomes NaN or infinite.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a lib.data.Dataset, got {type(data).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    _positive_number("lr", lr)
+    _positive_number("clip_norm", clip_norm, allow_none=True)
+    _positive_number("clip_value", clip_value, allow_none=True)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+    n = data.x_train.shape[0]
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be an int >= 1 or None (full batch), got {batch_size!r}")
+    bs = n if batch_size is None else min(batch_size, n)
+    if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 0:
+        raise ValueError(f"probe_every must be an int >= 0 (0 = never), got {probe_every!r}")
+    eval_every = eval_every or max(1, steps // 10)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum,
+                                                     weight_decay=weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    loss_fn = _loss_fn(data)
+    layers = _probes.layer_modules(model)
+    hist = History(layer_names=[name for name, _ in layers])
+    gen = torch.Generator().manual_seed(seed)
+
+    # A private RNG stream for dropout/RReLU noise: training never disturbs the caller's state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.train()
+        bar = tqdm(range(1, steps + 1), desc=desc or "training", disable=not progress, leave=False)
+        for step in bar:
+            idx = torch.randperm(n, generator=gen)[:bs] if bs < n else slice(None)
+            x, y = data.x_train[idx], data.y_train[idx]
+            probing = probe_every and (step == 1 or step % probe_every == 0)
+            opt.zero_grad(set_to_none=True)
+            if probing:
+                with _probes.watch(model) as rec:
+                    out = model(x)
+                    loss = loss_fn(out, y)
+                    loss.backward()
+            else:
+                out = model(x)
+                loss = loss_fn(out, y)
+                loss.backward()
+            lv = float(loss.detach())
+            hist.loss.append(lv)
+            if not math.isfinite(lv):
+                hist.diverged = True
+                break
+            total = float(nn.utils.clip_grad_norm_(params, clip_norm if clip_norm else math.inf))
+            hist.grad_norm.append(total)
+            if clip_value is not None:
+                nn.utils.clip_grad_value_(params, clip_value)
+            if probing:
+                before = [m.weight.detach().clone() for _, m in layers]
+            opt.step()
+            if probing:
+                hist.probe_steps.append(step)
+                hist.reports.append(rec.report())
+                hist.updates.append([
+                    float((m.weight.detach() - b).norm() / b.norm().clamp_min(1e-30))
+                    for (_, m), b in zip(layers, before)
+                ])
+            if step % eval_every == 0 or step == steps:
+                tl, ta = evaluate(model, data.x_test, data.y_test)
+                _, tra = evaluate(model, data.x_train, data.y_train)
+                hist.eval_steps.append(step)
+                hist.test_loss.append(tl)
+                hist.test_acc.append(ta)
+                hist.train_acc.append(tra)
+                bar.set_postfix(loss=f"{lv:.3g}", test_acc=f"{ta:.3f}")
+        bar.close()
+    return hist
