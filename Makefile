@@ -35,7 +35,7 @@ setup: $(STAMP) $(MATHJAX)
 
 book: setup
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees
-	$(BIN)/jupyter-book build -W --keep-going .
+	TQDM_DISABLE=1 $(BIN)/jupyter-book build -W --keep-going .
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
 unit: setup
@@ -45,7 +45,7 @@ unit: setup
 notebooks: setup
 	rm -rf _build/nbtest
 	$(BIN)/python scripts/export_notebooks.py _build/nbtest
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval-lax _build/nbtest
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval-lax _build/nbtest
 
 browser: setup
 	$(BIN)/python -m pytest -q tests/test_browser.py
@@ -61,8 +61,12 @@ bench: setup
 	$(BIN)/python benchmarks/bench_notebooks.py
 	$(BIN)/python benchmarks/bench_probes.py
 
+# JupyterLab is not needed to build or test, so it is installed only on demand.
+# The override makes .md chapters open as notebooks (jupytext), as on Binder.
 lab: setup
-	$(BIN)/python -m pip install -q jupyterlab
+	$(BIN)/python -m pip install -q jupyterlab==4.6.6 ipywidgets==8.1.9
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp binder/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(BIN)/jupyter lab book/
 
 clean:

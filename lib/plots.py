@@ -111,6 +111,7 @@ def layer_profile(ax: Axes, values: Sequence[float], *, label: str | None = None
     ax.plot(x, y, style, color=kw.pop("color", color(key or label or "", index)), label=label, **kw)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))  # layers are whole numbers
     return ax
 
 

@@ -3,8 +3,15 @@
 nbval collects .ipynb files only, and the book's sources are MyST-markdown
 notebooks (jupytext). Pages without a jupytext header (plain prose) are skipped.
 
-    python scripts/export_notebooks.py OUTDIR      # writes OUTDIR/<name>.ipynb
-    python scripts/export_notebooks.py --list      # prints the notebook sources
+    python scripts/export_notebooks.py OUTDIR          # writes OUTDIR/<name>.ipynb
+    python scripts/export_notebooks.py --list          # prints the notebook sources
+    python scripts/export_notebooks.py --colab OUTDIR  # executed copies for Colab
+
+``--colab`` takes the executed notebooks of the last ``make book``
+(``_build/jupyter_execute``) and puts a set-up cell first that, on Colab
+only, installs ``lib`` from the repository and myst-nb (for ``glue``). The
+publishing workflow pushes them to the ``notebooks`` branch, where the
+book's Colab buttons point.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import sys
 from pathlib import Path
 
 import jupytext
+import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +59,40 @@ def notebooks(root: Path = ROOT) -> list[Path]:
     return [p for p in toc_files(root) if is_notebook(p)]
 
 
+COLAB_SETUP = """\
+# Set-up for Google Colab (does nothing elsewhere): install the book's `lib`
+# package and myst-nb, which provides `glue`. Colab's own torch is used.
+import sys
+if "google.colab" in sys.modules:
+    %pip install -q myst-nb==1.4.0 "gradient-flow-lib @ git+{url}@{branch}"
+"""
+
+
+def export_colab(out: Path, root: Path = ROOT) -> int:
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    repo = config["repository"]
+    setup = COLAB_SETUP.format(url=repo["url"], branch=repo.get("branch", "main"))
+    executed = root / "_build" / "jupyter_execute"
+    (out / "book").mkdir(parents=True, exist_ok=True)
+    nbs = notebooks(root)
+    for p in nbs:
+        src = executed / p.relative_to(root).with_suffix(".ipynb")
+        if not src.exists():
+            raise SystemExit(f"{src} is missing: run `make book` first")
+        nb = nbformat.read(src, as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_code_cell(setup))
+        nbformat.write(nb, out / p.relative_to(root).with_suffix(".ipynb"))
+    print(f"exported {len(nbs)} executed notebooks for Colab to {out / 'book'}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--list"]:
         for p in notebooks():
             print(p.relative_to(ROOT))
         return 0
+    if argv[:1] == ["--colab"] and len(argv) == 2:
+        return export_colab(Path(argv[1]))
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
