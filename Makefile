@@ -64,7 +64,7 @@ bench: setup
 # JupyterLab is not needed to build or test, so it is installed only on demand.
 # The override makes .md chapters open as notebooks (jupytext), as on Binder.
 lab: setup
-	$(BIN)/python -m pip install -q jupyterlab==4.6.6 ipywidgets==8.1.9
+	$(BIN)/python -m pip install -q jupyterlab==4.6.6
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp binder/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(BIN)/jupyter lab book/
