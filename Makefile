@@ -10,6 +10,10 @@ STAMP := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-mml-chtml.js
 JOBS ?= 2
+# One torch thread per process: the chapters use small tensors, where a second
+# thread only adds synchronisation, and tests run two kernels side by side on
+# two cores, where two threads each make them thrash (10-100x slower under load).
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: book test unit notebooks build browser bench lab clean help
 help:

@@ -24,6 +24,7 @@ from nbclient.exceptions import CellExecutionError
 def run(path: Path, save: Path | None = None, timeout: int = 120) -> float:
     nb = jupytext.read(path)
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the Makefile: see there why
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
