@@ -319,7 +319,7 @@ def _issue(kind: str, rows: list[LayerVerdict], th: Thresholds) -> Issue:
         evidence = f"NaN or Inf first appears at {rows[0].name}"
     elif kind == "exploding":
         big = max(rows, key=lambda v: v.weight_grad_norm if math.isfinite(v.weight_grad_norm) else -1)
-        evidence = (f"the largest weight gradient is {big.weight_grad_norm:.2g} at {big.name} "
+        evidence = (f"the largest weight gradient is {big.weight_grad_norm:.3g} at {big.name} "
                     f"(limits: norm {th.exploding_norm:g}, ratio to the last layer "
                     f"{th.exploding_ratio:g})")
     elif kind == "dead":
@@ -498,7 +498,13 @@ _EXAMPLES: dict[str, Callable[..., tuple[nn.Module, Tensor, Tensor]]] = {
 
 
 def examples() -> dict[str, Callable[..., tuple[nn.Module, Tensor, Tensor]]]:
-    """Built-in example models: name -> factory ``f(seed=0) -> (model, x, y)`` on digits."""
+    """Built-in example models: name -> factory ``f(seed=0) -> (model, x, y)``.
+
+    Each returns a model and a batch of 256 digits: ``sigmoid_stack`` (vanishing),
+    ``exploding_init`` (exploding), ``dead_relu`` (dead, killed by 20 Adam steps at
+    lr 0.3), ``saturated_tanh`` (saturated), ``small_cnn`` (a plain-PyTorch CNN,
+    healthy) and ``healthy_mlp`` (healthy).
+    """
     return dict(_EXAMPLES)
 
 
@@ -668,7 +674,24 @@ def _diagnose_cli(model: nn.Module, x: Tensor, y: Tensor) -> Diagnosis:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``python -m lib.diagnose --help``. Returns the exit status."""
+    """The command line, ``python -m lib.diagnose``; returns the exit status.
+
+    * no arguments: diagnose every built-in example (:func:`examples`), one line each;
+    * ``--list``: the built-in examples with a one-line description;
+    * ``--example NAME``: the per-layer table and diagnosis of one example;
+    * ``MODULE:FACTORY`` or ``FILE.py:FACTORY``: your model. ``FACTORY()`` returns an
+      ``nn.Module``, or ``(model, x, y)`` with a batch to diagnose on. For a bare
+      model, ``--input-shape 3,32,32`` (one example's shape; ``--batch`` sets the
+      batch size, default 256) gives random N(0, 1) input and random class labels,
+      one class per output column; without it the 8x8 digits are tried as rows of
+      64 and then as 1x8x8 images, with their labels if the model has 10 outputs.
+
+    ``--seed`` (default 0) seeds the examples, the factory call and the random
+    input. Exit status 0 after a diagnosis (1 with ``--fail-on-issue`` if a problem
+    was found) and 2, with a one-line ``error:`` message on stderr, for bad
+    arguments, a target that cannot be imported, a missing attribute, a factory
+    that raises or does not return a model, or a forward pass that fails.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     try:
