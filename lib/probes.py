@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from lib import activations as _acts
 
-__all__ = ["LayerStats", "Recorder", "watch", "layer_modules", "SATURATION"]
+__all__ = ["LayerStats", "Recorder", "watch", "layer_modules", "SATURATION",
+           "jacobian_singular_values"]
 
 #: |pre-activation| beyond which a bounded activation counts as saturated: there
 #: its derivative is below 5 % of its maximum (sigmoid: 0.25 -> 0.0125; tanh: 1 -> 0.05).
@@ -340,3 +341,30 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any = None) 
         loss = loss_fn(model(x), y)
         loss.backward()
     return rec.column("weight_grad_norm")
+
+
+def jacobian_singular_values(module: nn.Module, x: Tensor) -> Tensor:
+    """Singular values, largest first, of the input-output Jacobian of ``module`` at one input.
+
+    The Jacobian ``d module(x) / d x`` of a stack of layers is the product of the
+    per-layer Jacobians ``D_l W_l``; its singular values say how much the stack
+    stretches or shrinks each input direction (the gradient flows back through
+    its transpose, so the same numbers apply backwards). ``x`` is one input, of
+    shape ``(features,)`` or ``(1, features)``; the output may have any shape and
+    is flattened. Runs in the module's current mode and dtype: convert a deep
+    stack to float64 (``module.double()``), as its smallest singular values fall
+    below float32 precision within a few tens of layers. For a
+    :class:`lib.networks.MLP` ``model``, ``model[:-1]`` is the stack of hidden layers.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point torch.Tensor")
+    if x.dim() == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() != 1 or x.numel() == 0:
+        raise ValueError(f"x must be one input of shape (features,) or (1, features), "
+                         f"got shape {tuple(x.shape)}")
+    jac = torch.autograd.functional.jacobian(lambda v: module(v.unsqueeze(0)).reshape(-1),
+                                             x.detach(), vectorize=True)
+    return torch.linalg.svdvals(jac.detach())

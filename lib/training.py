@@ -12,15 +12,21 @@ A tqdm progress bar shows when run interactively; set the environment variable
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from lib import probes as _probes
 from lib.data import Dataset
+
+with warnings.catch_warnings():
+    # In a notebook without ipywidgets tqdm.auto warns once at import and falls back to the
+    # text bar, which is all we want; the warning would otherwise print on every chapter page.
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 __all__ = ["History", "train", "evaluate", "OPTIMIZERS"]
 
