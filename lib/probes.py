@@ -85,35 +85,43 @@ class _Moments:
 
     Per-pass sums stay 0-d tensors in a list until the report, so recording
     costs two float32 reductions and no conversion; they are added up in float64
-    at the end. A NaN or Inf anywhere shows in the sums.
+    at the end, once per report. A NaN or Inf anywhere shows in the sums.
     """
 
     def __init__(self) -> None:
         self.n = 0
         self._s: list[Tensor] = []
         self._ss: list[Tensor] = []
+        self._sums: tuple[float, float] | None = None  # (sum, sum of squares), until the next add
 
     def add(self, t: Tensor) -> None:
         flat = t.detach().reshape(-1)
         self.n += flat.numel()
+        self._sums = None
         self._s.append(flat.sum())
         self._ss.append(torch.dot(flat, flat))
 
     def add_with_units(self, t: Tensor) -> Tensor:
-        """Add ``t`` (batch, units, ...) and return each unit's sum of squares."""
+        """Add ``t`` (batch, units, ...) and return which units have a nonzero entry.
+
+        A unit has one iff its largest or its smallest entry is nonzero: four
+        read-only passes, and no batch-sized temporary such as ``t * t``.
+        """
+        self.add(t)
         t = t.detach()
-        self.n += t.numel()
-        self._s.append(t.sum())
         if t.dim() == 0:
-            per_unit = (t * t).reshape(1)
-        else:
-            per_unit = (t * t).sum(dim=[0] + list(range(2, t.dim())))
-        self._ss.append(per_unit.sum())
-        return per_unit
+            return (t != 0).reshape(1)
+        if t.numel() == 0:  # max and min of nothing are errors; no entry, so no unit is nonzero
+            return torch.zeros(t.shape[1:2], dtype=torch.bool)
+        dims = [0] + list(range(2, t.dim()))
+        return torch.logical_or(t.amax(dim=dims), t.amin(dim=dims))
 
     def _totals(self) -> tuple[float, float]:
-        return (float(torch.stack(self._s).double().sum()) if self._s else 0.0,
-                float(torch.stack(self._ss).double().sum()) if self._ss else 0.0)
+        # A report asks each moment twice (finite, mean_std): convert once, adding up in
+        # float64. Not math.fsum: it raises on inf + -inf, where a probe must report NaN.
+        if self._sums is None:
+            self._sums = (sum(float(v) for v in self._s), sum(float(v) for v in self._ss))
+        return self._sums
 
     def finite(self) -> bool:
         return all(math.isfinite(v) for v in self._totals())
@@ -162,6 +170,8 @@ class Recorder:
         self._slots = [_Slot(n, m) for n, m in layer_modules(model)]
         self._by_module = {id(s.module): s for s in self._slots}
         self._order: list[_Slot] = []  # forward order, first pass
+        self._ordered: set[int] = set()  # id() of the slots in _order
+        self._act_names: dict[int, str] = {}  # id(activation module) -> its name, set by attach
         self._last: _Slot | None = None
         self._handles: list[Any] = []
         self._active = False
@@ -171,7 +181,8 @@ class Recorder:
         if not self._active or not isinstance(output, Tensor):
             return
         slot = self._by_module[id(module)]
-        if slot not in self._order:
+        if id(slot) not in self._ordered:
+            self._ordered.add(id(slot))
             self._order.append(slot)
         self._flush(slot)
         slot.pending = output.detach()
@@ -204,10 +215,10 @@ class Recorder:
         z = inputs[0] if isinstance(inputs, tuple) and inputs else None
         if not isinstance(z, Tensor):
             return
-        slot.activation = _acts.name_of_module(module) or type(module).__name__
+        slot.activation = self._act_names[id(module)]
         slot.pre.add(z)
-        # A unit is alive if any of its outputs is nonzero, i.e. its sum of squares is positive.
-        alive = slot.act.add_with_units(output) > 0
+        # A unit is alive if any of its outputs is nonzero.
+        alive = slot.act.add_with_units(output)
         thr = SATURATION.get(slot.activation or "")
         if thr is not None:
             slot.sat_count = slot.sat_count + (z.detach().abs() > thr).sum()
@@ -230,6 +241,7 @@ class Recorder:
             self._handles.append(s.module.register_forward_hook(self._layer_hook))
         for m in self.model.modules():
             if isinstance(m, _acts.ACTIVATION_MODULES):
+                self._act_names[id(m)] = _acts.name_of_module(m) or type(m).__name__
                 self._handles.append(m.register_forward_hook(self._act_hook))
         return self
 
@@ -259,7 +271,9 @@ class Recorder:
             if s.act.n:
                 pm, ps = s.pre.mean_std()
                 am, as_ = s.act.mean_std()
-                dead = float((~s.alive).float().mean()) if s.alive is not None else math.nan
+                # Counted exactly: the float32 mean of a 0/1 mask rounds k / n to float32.
+                units = s.alive.numel() if s.alive is not None else 0
+                dead = (units - int(s.alive.sum())) / units if units else math.nan
             else:
                 (pm, ps), (am, as_), dead = s.out.mean_std(), (math.nan, math.nan), math.nan
             if s.sat_total:
