@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from lib import activations as _acts
 
 __all__ = ["LayerStats", "Recorder", "watch", "layer_modules", "SATURATION",
-           "jacobian_singular_values"]
+           "jacobian_singular_values", "active_fraction", "dead_units"]
 
 #: |pre-activation| beyond which a bounded activation counts as saturated: there
 #: its derivative is below 5 % of its maximum (sigmoid: 0.25 -> 0.0125; tanh: 1 -> 0.05).
@@ -382,3 +382,60 @@ def jacobian_singular_values(module: nn.Module, x: Tensor) -> Tensor:
     jac = torch.autograd.functional.jacobian(lambda v: module(v.unsqueeze(0)).reshape(-1),
                                              x.detach(), vectorize=True)
     return torch.linalg.svdvals(jac.detach())
+
+
+def active_fraction(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    """Per layer and per unit, the fraction of the inputs in ``x`` with pre-activation > 0.
+
+    Keys are the layer names of :func:`layer_modules` (``"layer3.linear"``), in
+    forward order, for every layer followed by an activation module; values are
+    float64 tensors with one entry per unit (per channel for a Conv layer,
+    pooled over positions). The pre-activation is the input of that activation
+    module, as in :func:`watch`. A ReLU unit whose fraction is 0 is a *dead unit*
+    on ``x``: it outputs 0 for every input, so no gradient passes it. For the
+    sign-preserving variants (Leaky ReLU, ELU, SELU, SiLU, GELU) a 0 means the
+    unit sits in its negative region on every input, without being dead.
+    Runs one forward pass without gradients, in the model's current mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point torch.Tensor batch")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (batch, ...), got {tuple(x.shape)}")
+    layers = layer_modules(model)
+    names = {id(m): n for n, m in layers}
+    last: list[str | None] = [None]
+    out: dict[str, Tensor] = {}
+
+    def on_layer(module: nn.Module, inputs: Any, output: Any) -> None:
+        last[0] = names[id(module)]
+
+    def on_act(module: nn.Module, inputs: Any, output: Any) -> None:
+        name, last[0] = last[0], None
+        z = inputs[0] if isinstance(inputs, tuple) and inputs else None
+        # Only the first activation after a layer counts, and only on its first pass.
+        if name is None or name in out or not isinstance(z, Tensor) or z.dim() < 2:
+            return
+        positive = (z.detach() > 0).to(torch.float64)
+        out[name] = positive.mean(dim=[0] + list(range(2, z.dim())))
+
+    handles = [m.register_forward_hook(on_layer) for _, m in layers]
+    handles += [m.register_forward_hook(on_act) for m in model.modules()
+                if isinstance(m, _acts.ACTIVATION_MODULES)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def dead_units(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    """Per layer, a boolean mask of the units whose pre-activation is <= 0 on every input in ``x``.
+
+    For ReLU these are the dead units (output 0 and zero gradient on all of
+    ``x``); see :func:`active_fraction`, which this thresholds at 0.
+    """
+    return {name: frac == 0 for name, frac in active_fraction(model, x).items()}
