@@ -247,8 +247,8 @@ def _fmt(v: float, spec: str) -> str:
 
 def _span(names: Sequence[str]) -> str:
     if len(names) <= 3:
-        return ", ".join(names)
-    return f"{names[0]} ... {names[-1]} ({len(names)} layers)"
+        return ", ".join(f"'{n}'" for n in names)
+    return f"'{names[0]}' ... '{names[-1]}' ({len(names)} layers)"
 
 
 def _last_positive(values: list[float]) -> float:
@@ -316,24 +316,24 @@ def _issue(kind: str, rows: list[LayerVerdict], th: Thresholds) -> Issue:
     names = tuple(v.name for v in rows)
     fix, see_also = _FIX[kind], _SEE_ALSO[kind]
     if kind == "non-finite":
-        evidence = f"NaN or Inf first appears at {rows[0].name}"
+        evidence = f"NaN or Inf first appears at '{rows[0].name}'"
     elif kind == "exploding":
         big = max(rows, key=lambda v: v.weight_grad_norm if math.isfinite(v.weight_grad_norm) else -1)
-        evidence = (f"the largest weight gradient is {big.weight_grad_norm:.3g} at {big.name} "
+        evidence = (f"the largest weight gradient is {big.weight_grad_norm:.3g} at '{big.name}' "
                     f"(limits: norm {th.exploding_norm:g}, ratio to the last layer "
                     f"{th.exploding_ratio:g})")
     elif kind == "dead":
         worst = max(rows, key=lambda v: v.dead)
-        evidence = (f"up to {worst.dead:.0%} of the units of {worst.name} output zero for every "
+        evidence = (f"up to {worst.dead:.0%} of the units of '{worst.name}' output zero for every "
                     f"example, so no gradient passes them (limit {th.dead_fraction:.0%})")
     elif kind == "saturated":
         worst = max(rows, key=lambda v: v.saturated)
-        evidence = (f"{worst.saturated:.0%} of the pre-activations of {worst.name} sit where the "
+        evidence = (f"{worst.saturated:.0%} of the pre-activations of '{worst.name}' sit where the "
                     f"{worst.activation} derivative is below 5 % of its peak "
                     f"(limit {th.saturated_fraction:.0%})")
     else:
         first = rows[0]
-        evidence = (f"the gradient reaching {first.name} is {_min_rel(first):.1e} times the last "
+        evidence = (f"the gradient reaching '{first.name}' is {_min_rel(first):.1e} times the last "
                     f"layer's (limit {th.vanishing_ratio:g})")
         if any((v.activation or "") in _BOUNDED for v in rows):
             fix, see_also = _FIX_VANISHING_BOUNDED, _SEE_ALSO_VANISHING_BOUNDED
