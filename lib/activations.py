@@ -143,7 +143,9 @@ def _d_tanh(x: Tensor) -> Tensor:
 
 
 def _relu(x: Tensor) -> Tensor:
-    return torch.clamp(x, min=0)
+    # torch.relu, not clamp(min=0): same values, but autograd of clamp gives slope 1 at
+    # exactly 0, and the book (like PyTorch) says ReLU's derivative there is 0.
+    return torch.relu(x)
 
 
 def _d_relu(x: Tensor) -> Tensor:
