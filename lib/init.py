@@ -115,6 +115,9 @@ def apply(model: nn.Module, scheme: str, *, seed: int | None = None, **params: A
     ``reset_parameters`` (uniform weights and biases). ``seed`` makes it repeatable.
     """
     p = _check_scheme(scheme, params)
+    # torch.manual_seed would quietly take "3" or 2.5; a seed that is not an int is a mistake.
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     layers = weight_layers(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to initialise")
@@ -195,6 +198,8 @@ def gaussian_moments(activation: str | _acts.Activation, q: float, *, cells: int
     act = _acts.get(activation, **activation_params)
     if not (isinstance(q, (int, float)) and q >= 0 and math.isfinite(q)):
         raise ValueError(f"variance q must be a finite number >= 0, got {q!r}")
+    if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
+        raise ValueError(f"cells must be an int >= 1, got {cells!r}")
     if q == 0:
         z0 = torch.zeros(1, dtype=torch.float64)
         return (float(act.forward(z0)), float(act.forward(z0) ** 2), float(act.derivative(z0) ** 2))
