@@ -112,6 +112,8 @@ def mlp(depth: int, width: int, activation: str = "relu", *, init: str = "defaul
         raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
     if not isinstance(residual, bool):
         raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
+    if isinstance(residual_scale, bool) or not isinstance(residual_scale, (int, float)):
+        raise TypeError(f"residual_scale must be a number, got {type(residual_scale).__name__}")
     act = _acts.get(activation, **(activation_params or {}))
     init_params = init_params or {}
     # Validate the init before building anything, so a bad name fails fast and clearly.
@@ -172,6 +174,7 @@ def rnn(hidden: int, *, spectral_radius: float = 1.0, in_features: int = 1,
     spectral radius is exactly ``spectral_radius``.
     """
     _check_int("hidden", hidden, 1)
+    _check_int("in_features", in_features, 1)
     _check_int("seed", seed, 0)
     if not (isinstance(spectral_radius, (int, float)) and spectral_radius >= 0):
         raise ValueError(f"spectral_radius must be a number >= 0, got {spectral_radius!r}")
