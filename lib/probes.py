@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from lib import activations as _acts
 
-__all__ = ["LayerStats", "Recorder", "watch", "layer_modules", "SATURATION",
+__all__ = ["LayerStats", "Recorder", "watch", "layer_modules", "SATURATION", "hidden_outputs",
            "jacobian_singular_values", "active_fraction", "dead_units"]
 
 #: |pre-activation| beyond which a bounded activation counts as saturated: there
@@ -355,6 +355,29 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any = None) 
         loss = loss_fn(model(x), y)
         loss.backward()
     return rec.column("weight_grad_norm")
+
+
+def hidden_outputs(model: nn.Module, x: Tensor) -> list[tuple[str, Tensor]]:
+    """(name, output) of every top-level child of a sequential ``model`` on the batch ``x``.
+
+    For a :class:`lib.networks.MLP` these are each hidden layer's activations (or,
+    with ``residual=True``, the residual stream after each block) and last the
+    output layer's logits: the forward signal, layer by layer. Runs without
+    gradients, in the model's current mode; in train mode a BatchNorm layer
+    updates its running statistics, as in any forward pass.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"hidden_outputs needs an nn.Sequential (e.g. lib.networks.mlp), "
+                        f"got {type(model).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point torch.Tensor batch")
+    outs = []
+    h = x
+    with torch.no_grad():
+        for name, module in model.named_children():
+            h = module(h)
+            outs.append((name, h))
+    return outs
 
 
 def jacobian_singular_values(module: nn.Module, x: Tensor) -> Tensor:

@@ -82,3 +82,29 @@ def test_active_fraction_pools_conv_positions_and_rejects_bad_input():
         probes.active_fraction(conv, x.long())
     with pytest.raises(ValueError):
         probes.active_fraction(conv, torch.ones(3))
+
+
+def test_hidden_outputs_replay_the_forward_pass_layer_by_layer():
+    model = networks.mlp(3, 5, "tanh", in_features=4, seed=0)
+    x = torch.randn(7, 4, generator=torch.Generator().manual_seed(0))
+    outs = probes.hidden_outputs(model, x)
+    assert [name for name, _ in outs] == ["layer1", "layer2", "layer3", "output"]
+    h = x
+    for (_, got), (_, module) in zip(outs, model.named_children()):
+        h = module(h)
+        torch.testing.assert_close(got, h.detach())
+    assert not any(t.requires_grad for _, t in outs)
+    torch.testing.assert_close(outs[-1][1], model(x).detach())
+    # Residual nets: the stream after each block; a zero-initialised block is the identity.
+    res = networks.mlp(2, 5, "relu", residual=True, zero_init_residual=True, in_features=4, seed=0)
+    outs = probes.hidden_outputs(res, x)
+    assert [name for name, _ in outs] == ["input", "block1", "block2", "output"]
+    torch.testing.assert_close(outs[2][1], outs[0][1])
+
+
+def test_hidden_outputs_rejects_bad_input():
+    model = networks.mlp(2, 5, "relu", in_features=4, seed=0)
+    with pytest.raises(TypeError):
+        probes.hidden_outputs(torch.nn.Linear(4, 4), torch.ones(2, 4))
+    with pytest.raises(TypeError):
+        probes.hidden_outputs(model, torch.ones(2, 4, dtype=torch.int64))
