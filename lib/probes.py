@@ -98,8 +98,13 @@ class _Moments:
         flat = t.detach().reshape(-1)
         self.n += flat.numel()
         self._sums = None
-        self._s.append(flat.sum())
-        self._ss.append(torch.dot(flat, flat))
+        total, squares = flat.sum(), torch.dot(flat, flat)
+        if not _SAFE_SQUARES[0] < float(squares) < _SAFE_SQUARES[1]:
+            # float32 squares underflow or overflow: redo this pass in float64 (see _SAFE_SQUARES).
+            d = flat.double()
+            total, squares = d.sum(), torch.dot(d, d)
+        self._s.append(total)
+        self._ss.append(squares)
 
     def add_with_units(self, t: Tensor) -> Tensor:
         """Add ``t`` (batch, units, ...) and return which units have a nonzero entry.
@@ -134,9 +139,20 @@ class _Moments:
         return m, math.sqrt(max(ss / self.n - m * m, 0.0))
 
 
-def _norm(t: Tensor) -> Tensor:
+#: Sums of squares that float32 holds accurately. Outside this range squares of
+#: float32 entries underflow (entries below ~1e-19, a vanishing gradient) or
+#: overflow to inf (entries above ~1e19, an exploding one), which are the very
+#: regimes a probe exists to measure; there the computation is redone in float64.
+_SAFE_SQUARES = (1e-30, 1e30)
+
+
+def _norm(t: Tensor) -> float:
+    """Euclidean norm of ``t``: float32 where that is exact enough, float64 where it is not."""
     flat = t.detach().reshape(-1)
-    return torch.dot(flat, flat)  # squared; the report takes the root
+    squares = float(torch.dot(flat, flat))
+    if _SAFE_SQUARES[0] < squares < _SAFE_SQUARES[1]:
+        return math.sqrt(squares)
+    return float(torch.linalg.vector_norm(flat, dtype=torch.float64))
 
 
 class _Slot:
@@ -152,7 +168,7 @@ class _Slot:
         self.sat_count = 0
         self.sat_total = 0
         self.alive: Tensor | None = None  # per unit: ever nonzero?
-        self.out_grad_sq: Tensor | None = None
+        self.out_grad_norm = math.nan  # of the last backward pass
         self.paired = False
         self.samples: dict[str, list[Tensor]] = {"pre": [], "act": [], "grad": []}
 
@@ -201,7 +217,7 @@ class Recorder:
     def _grad_hook(self, slot: _Slot, grad: Tensor) -> None:
         if not self._active:
             return
-        slot.out_grad_sq = _norm(grad)
+        slot.out_grad_norm = _norm(grad)
         if self.keep_samples:
             slot.samples["grad"] = [self._sample(grad)]
 
@@ -264,8 +280,8 @@ class Recorder:
             self._flush(s)
             w = getattr(s.module, "weight", None)
             g = w.grad if isinstance(w, Tensor) else None
-            wg = math.sqrt(float(_norm(g))) if g is not None else math.nan
-            og = math.sqrt(float(s.out_grad_sq)) if s.out_grad_sq is not None else math.nan
+            wg = _norm(g) if g is not None else math.nan
+            og = s.out_grad_norm
             nonfinite = not (s.out.finite() and s.pre.finite() and s.act.finite()) or (
                 g is not None and not math.isfinite(wg)) or (not math.isnan(og) and not math.isfinite(og))
             if s.act.n:
