@@ -362,6 +362,8 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any = None) 
     A convenience for the many experiments that only need this column. The
     model's existing ``.grad`` fields are cleared first and left holding the result.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError("x and y must be torch.Tensors")
     loss_fn = loss_fn or (nn.functional.cross_entropy if not y.is_floating_point()
