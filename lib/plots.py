@@ -124,7 +124,9 @@ def activation_panels(names: Iterable[str], *, x: Any = None, params: Mapping[st
     fig, (a, b) = new_figure(2, width=9.0)
     for i, name in enumerate(names):
         act = _acts.get(name, **((params or {}).get(name, {})))
-        label = name if not act.params else f"{name} ({', '.join(f'{k}={v}' for k, v in act.params.items() if k != 'num_parameters')})"
+        shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                 for k, v in act.params.items() if k != "num_parameters"]
+        label = f"{name} ({', '.join(shown)})" if shown else name
         a.plot(x, act.forward(x), color=color(name, i), label=label)
         b.plot(x, act.derivative(x), color=color(name, i), label=label)
     a.set_xlabel("pre-activation z")
