@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import torch
@@ -59,6 +59,9 @@ class History:
 
     def column(self, field_name: str) -> list[list[float]]:
         """One probe column over time: ``[[layer values] for each probe step]``."""
+        valid = [f.name for f in fields(_probes.LayerStats)]
+        if field_name not in valid:
+            raise ValueError(f"unknown column {field_name!r}; columns: {', '.join(valid)}")
         return [[getattr(r, field_name) for r in rep] for rep in self.reports]
 
 
@@ -71,6 +74,10 @@ def _loss_fn(data: Dataset) -> Callable[[Tensor, Tensor], Tensor]:
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
     """(loss, accuracy) of ``model`` on (x, y) in eval mode; accuracy is NaN for regression."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError("x and y must be torch.Tensors")
     was_training = model.training
     model.eval()
     try:
@@ -119,6 +126,12 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
     bs = n if batch_size is None else min(batch_size, n)
     if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 0:
         raise ValueError(f"probe_every must be an int >= 0 (0 = never), got {probe_every!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int)
+                                   or eval_every < 0):
+        raise ValueError(f"eval_every must be an int >= 1, or None or 0 (every steps // 10), "
+                         f"got {eval_every!r}")
     eval_every = eval_every or max(1, steps // 10)
 
     params = [p for p in model.parameters() if p.requires_grad]
