@@ -77,6 +77,8 @@ def _split(x: Tensor, y: Tensor, test_fraction: float, seed: int, standardize: b
 def digits(*, test_fraction: float = 0.25, seed: int = 0, standardize: bool = True) -> Dataset:
     """The 8x8 digits bundled with scikit-learn, split and (by default) standardised."""
     _check(test_fraction, seed)
+    if not isinstance(standardize, bool):
+        raise TypeError(f"standardize must be a bool, got {type(standardize).__name__}")
     from sklearn.datasets import load_digits  # imported here: only this loader needs scikit-learn
 
     bunch = load_digits()
@@ -89,12 +91,15 @@ def spirals(n: int = 1000, *, classes: int = 3, noise: float = 0.2, turns: float
             test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     """``classes`` interleaved spiral arms in 2-D, ``n`` points in total."""
     _check(test_fraction, seed)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2 * classes:
-        raise ValueError(f"n must be an int >= 2 * classes ({2 * classes}), got {n!r}")
+    # classes first: the check of n uses it.
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"classes must be an int >= 2, got {classes!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2 * classes:
+        raise ValueError(f"n must be an int >= 2 * classes ({2 * classes}), got {n!r}")
     if not isinstance(noise, (int, float)) or noise < 0:
         raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+    if isinstance(turns, bool) or not isinstance(turns, (int, float)) or not math.isfinite(turns):
+        raise ValueError(f"turns must be a finite number, got {turns!r}")
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % classes
     r = torch.rand(n, generator=g)
