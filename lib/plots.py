@@ -83,8 +83,15 @@ use_style()
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 7.0, height: float = 3.4,
                **kw: Any) -> tuple[Figure, Any]:
     """``plt.subplots`` with the house size per panel row."""
+    _check_count("ncols", ncols)
+    _check_count("nrows", nrows)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows), layout="constrained", **kw)
     return fig, axes
+
+
+def _check_count(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {v!r}")
 
 
 def _to_numpy(v: Any) -> np.ndarray:
@@ -102,7 +109,14 @@ def layer_profile(ax: Axes, values: Sequence[float], *, label: str | None = None
     ``key`` picks the house colour (an activation or init name); it defaults to ``label``.
     Zero or negative values cannot sit on a log axis and are left out.
     """
-    y = _to_numpy(values)
+    if not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+    try:
+        y = _to_numpy(values)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"values must be a sequence of numbers, got {type(values).__name__}") from exc
+    if y.ndim != 1:
+        raise ValueError(f"values must be one number per layer (1-D), got shape {y.shape}")
     x = np.arange(1, len(y) + 1)
     if logy:
         y = np.where(y > 0, y, np.nan)
@@ -119,6 +133,9 @@ def activation_panels(names: Iterable[str], *, x: Any = None, params: Mapping[st
                       title: bool = True) -> tuple[Figure, Any]:
     """Two panels: each activation f(x) on the left and its closed-form f'(x) on the right."""
     from lib import activations as _acts  # lazy: plots sits beside, not above, activations
+
+    if isinstance(names, str):
+        raise TypeError(f"names must be a list of activation names, not the string {names!r}")
 
     x = torch.linspace(-5, 5, 801, dtype=torch.float64) if x is None else torch.as_tensor(x)
     fig, (a, b) = new_figure(2, width=9.0)
@@ -148,6 +165,9 @@ def training_curves(histories: Mapping[str, Any], *, keys: Mapping[str, str] | N
     label to the colour key (defaults to the label itself); ``smooth`` averages
     the loss over that many steps.
     """
+    if not isinstance(histories, Mapping):
+        raise TypeError(f"histories must map a label to a History, got {type(histories).__name__}")
+    _check_count("smooth", smooth)
     fig, (a, b) = new_figure(2, width=9.0)
     for i, (label, h) in enumerate(histories.items()):
         c = color((keys or {}).get(label, label), i)
@@ -172,16 +192,22 @@ def histogram_grid(samples: Mapping[str, Any], *, bins: int = 60, key: str | Non
                    xlabel: str = "value", ncols: int = 4, log: bool = False,
                    range_: tuple[float, float] | None = None) -> tuple[Figure, Any]:
     """One small histogram per layer (UvA-style), e.g. of activations or gradients."""
+    if not isinstance(samples, Mapping):
+        raise TypeError(f"samples must map a layer name to values, got {type(samples).__name__}")
+    _check_count("bins", bins)
+    _check_count("ncols", ncols)
     n = len(samples)
     if n == 0:
         raise ValueError("histogram_grid needs at least one layer of samples")
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 1.9 * nrows), layout="constrained",
                              squeeze=False)
-    for ax, (name, v) in zip(axes.flat, samples.items()):
+    for i, (ax, (name, v)) in enumerate(zip(axes.flat, samples.items())):
         ax.hist(_to_numpy(v).ravel(), bins=bins, color=color(key or name), range=range_, log=log)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
+        if i % ncols == 0:  # the count axis once per row
+            ax.set_ylabel("count", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
