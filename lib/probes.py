@@ -83,27 +83,28 @@ def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 class _Moments:
     """Running count, sum and sum of squares of every entry seen.
 
-    Per-pass sums stay 0-d tensors in a list until the report, so recording
-    costs two float32 reductions and no conversion; they are added up in float64
-    at the end, once per report. A NaN or Inf anywhere shows in the sums.
+    Per pass: two float32 reductions, kept as Python floats (the range check of
+    the squares converts anyway, and 0-d tensors kept until the report are live
+    objects that set off the garbage collector); they are added up in float64
+    once per report. A NaN or Inf anywhere shows in the sums.
     """
 
     def __init__(self) -> None:
         self.n = 0
-        self._s: list[Tensor] = []
-        self._ss: list[Tensor] = []
+        self._s: list[float] = []
+        self._ss: list[float] = []
         self._sums: tuple[float, float] | None = None  # (sum, sum of squares), until the next add
 
     def add(self, t: Tensor) -> None:
         flat = t.detach().reshape(-1)
         self.n += flat.numel()
         self._sums = None
-        total, squares = flat.sum(), torch.dot(flat, flat)
-        if not _SAFE_SQUARES[0] < float(squares) < _SAFE_SQUARES[1]:
+        total, squares = flat.sum(), float(torch.dot(flat, flat))
+        if not _SAFE_SQUARES[0] < squares < _SAFE_SQUARES[1]:
             # float32 squares underflow or overflow: redo this pass in float64 (see _SAFE_SQUARES).
             d = flat.double()
-            total, squares = d.sum(), torch.dot(d, d)
-        self._s.append(total)
+            total, squares = d.sum(), float(torch.dot(d, d))
+        self._s.append(float(total))
         self._ss.append(squares)
 
     def add_with_units(self, t: Tensor) -> Tensor:
@@ -122,10 +123,10 @@ class _Moments:
         return torch.logical_or(t.amax(dim=dims), t.amin(dim=dims))
 
     def _totals(self) -> tuple[float, float]:
-        # A report asks each moment twice (finite, mean_std): convert once, adding up in
-        # float64. Not math.fsum: it raises on inf + -inf, where a probe must report NaN.
+        # A report asks each moment twice (finite, mean_std): add up once, in float64.
+        # Not math.fsum: it raises on inf + -inf, where a probe must report NaN.
         if self._sums is None:
-            self._sums = (sum(float(v) for v in self._s), sum(float(v) for v in self._ss))
+            self._sums = (sum(self._s), sum(self._ss))
         return self._sums
 
     def finite(self) -> bool:
