@@ -8,6 +8,13 @@ relative update size ``||dW|| / ||W||``.
 
 A tqdm progress bar shows when run interactively; set the environment variable
 ``TQDM_DISABLE=1`` (the Makefile does, for builds and tests) to silence it.
+
+The two optimisers are written out here (:class:`SGD`, :class:`Adam`) rather
+than taken from ``torch.optim``, for two reasons: the book discusses what
+Adam's update does to a vanishing gradient, so its few lines should be
+readable; and the first ``torch.optim`` optimiser in a process imports
+``torch._dynamo``, about a second per chapter. The tests check both against
+``torch.optim`` step by step.
 """
 from __future__ import annotations
 
@@ -28,9 +35,72 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from tqdm.auto import tqdm
 
-__all__ = ["History", "train", "evaluate", "OPTIMIZERS"]
+__all__ = ["History", "train", "evaluate", "OPTIMIZERS", "SGD", "Adam"]
 
 OPTIMIZERS = ("sgd", "adam")
+
+
+class SGD:
+    """Stochastic gradient descent with momentum and L2 weight decay, as ``torch.optim.SGD``.
+
+    ``v <- momentum * v + (g + weight_decay * w)`` (``v`` starts at the first
+    gradient), then ``w <- w - lr * v``.
+    """
+
+    def __init__(self, params: list[nn.Parameter], lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
+        self.params, self.lr, self.momentum, self.weight_decay = list(params), lr, momentum, weight_decay
+        self._velocity: list[Tensor | None] = [None] * len(self.params)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            g = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
+            if self.momentum:
+                v = self._velocity[i]
+                if v is None:
+                    v = self._velocity[i] = g.clone()
+                else:
+                    v.mul_(self.momentum).add_(g)
+                g = v
+            p.add_(g, alpha=-self.lr)
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015) with bias correction and L2 weight decay, as ``torch.optim.Adam``.
+
+    Per weight: ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``, then
+    ``w <- w - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``. The step
+    is about ``lr * sign(g)`` whatever the gradient's size, until ``|g|``
+    falls towards ``eps``.
+    """
+
+    def __init__(self, params: list[nn.Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        self.weight_decay = weight_decay
+        self._m = [torch.zeros_like(p) for p in self.params]
+        self._v = [torch.zeros_like(p) for p in self.params]
+        self._t = [0] * len(self.params)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        b1, b2 = self.betas
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            g = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
+            self._t[i] += 1
+            t = self._t[i]
+            m, v = self._m[i], self._v[i]
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g.conj(), value=1 - b2)
+            step_size = self.lr / (1 - b1**t)
+            denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(self.eps)
+            p.addcdiv_(m, denom, value=-step_size)
 
 
 @dataclass
@@ -115,6 +185,9 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     _positive_number("lr", lr)
+    for name, v in (("momentum", momentum), ("weight_decay", weight_decay)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {v!r}")
     _positive_number("clip_norm", clip_norm, allow_none=True)
     _positive_number("clip_value", clip_value, allow_none=True)
     if optimizer not in OPTIMIZERS:
@@ -135,11 +208,11 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
     eval_every = eval_every or max(1, steps // 10)
 
     params = [p for p in model.parameters() if p.requires_grad]
+    opt: SGD | Adam
     if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum,
-                                                     weight_decay=weight_decay)
+        opt = SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     else:
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        opt = Adam(params, lr=lr, weight_decay=weight_decay)
     loss_fn = _loss_fn(data)
     layers = _probes.layer_modules(model)
     hist = History(layer_names=[name for name, _ in layers])
@@ -149,12 +222,16 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.train()
-        bar = tqdm(range(1, steps + 1), desc=desc or "training", disable=not progress, leave=False)
+        # Passing disable=False would override TQDM_DISABLE, which builds use to keep
+        # progress bars (notebook widgets that need a CDN) out of the published pages.
+        bar = tqdm(range(1, steps + 1), desc=desc or "training", leave=False,
+                   **({} if progress else {"disable": True}))
         for step in bar:
             idx = torch.randperm(n, generator=gen)[:bs] if bs < n else slice(None)
             x, y = data.x_train[idx], data.y_train[idx]
             probing = probe_every and (step == 1 or step % probe_every == 0)
-            opt.zero_grad(set_to_none=True)
+            for p in params:
+                p.grad = None
             if probing:
                 with _probes.watch(model) as rec:
                     out = model(x)

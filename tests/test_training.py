@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -189,3 +192,44 @@ def test_bad_train_arguments_name_themselves(spirals, kw, exc, match):
 def test_bad_evaluate_and_history_arguments(spirals, call, exc, match):
     with pytest.raises(exc, match=match):
         call(spirals)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("sgd", {}),
+    ("sgd", {"momentum": 0.9, "weight_decay": 1e-3}),
+    ("adam", {}),
+    ("adam", {"weight_decay": 1e-3}),
+])
+def test_optimisers_match_torch_optim_step_for_step(name, kwargs):
+    torch.manual_seed(0)
+    ours, ref = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    ref.load_state_dict(ours.state_dict())
+    cls = training.SGD if name == "sgd" else training.Adam
+    theirs = torch.optim.SGD if name == "sgd" else torch.optim.Adam
+    opt, ref_opt = cls(list(ours.parameters()), lr=0.05, **kwargs), theirs(ref.parameters(), lr=0.05, **kwargs)
+    x = torch.randn(8, 5)
+    for _ in range(5):
+        for model, o in ((ours, opt), (ref, ref_opt)):
+            for p in model.parameters():
+                p.grad = None
+            model(x).pow(2).sum().backward()
+            o.step()
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_progress_bar_obeys_tqdm_disable():
+    """Builds set TQDM_DISABLE=1 so no progress widget lands in the published pages.
+
+    tqdm reads the variable when it is imported, so each case needs its own process.
+    """
+    code = ("from lib import data, networks, training\n"
+            "d = data.spirals(n=60)\n"
+            "training.train(networks.mlp(1, 4, in_features=2, out_features=3), d, steps=3)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    hidden = subprocess.run([sys.executable, "-c", code], env={**env, "TQDM_DISABLE": "1"},
+                            capture_output=True, text=True)
+    assert shown.returncode == hidden.returncode == 0, shown.stderr + hidden.stderr
+    assert "training" in shown.stderr
+    assert "training" not in hidden.stderr
