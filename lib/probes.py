@@ -41,6 +41,10 @@ SATURATION: dict[str, float] = {"sigmoid": 4.35, "tanh": 2.18}
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
+#: Activation modules whose output is never negative: a unit of theirs with a zero
+#: sum is all zeros, so the per-unit sums alone find the dead units.
+_NONNEGATIVE = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)
+
 
 @dataclass
 class LayerStats:
@@ -84,8 +88,8 @@ class _Moments:
     """Running count, sum and sum of squares of every entry seen.
 
     Per pass: two float32 reductions, kept as Python floats (the range check of
-    the squares converts anyway, and 0-d tensors kept until the report are live
-    objects that set off the garbage collector); they are added up in float64
+    the squares converts anyway; 0-d tensors kept until the report would only be
+    extra live objects to convert again there); they are added up in float64
     once per report. A NaN or Inf anywhere shows in the sums.
     """
 
@@ -95,32 +99,44 @@ class _Moments:
         self._ss: list[float] = []
         self._sums: tuple[float, float] | None = None  # (sum, sum of squares), until the next add
 
-    def add(self, t: Tensor) -> None:
+    def add(self, t: Tensor, total: Tensor | None = None) -> None:
+        """Add every entry of ``t``; ``total`` is their sum if the caller has it already."""
         flat = t.detach().reshape(-1)
         self.n += flat.numel()
         self._sums = None
-        total, squares = flat.sum(), float(torch.dot(flat, flat))
+        squares = float(torch.dot(flat, flat))
         if not _SAFE_SQUARES[0] < squares < _SAFE_SQUARES[1]:
             # float32 squares underflow or overflow: redo this pass in float64 (see _SAFE_SQUARES).
             d = flat.double()
             total, squares = d.sum(), float(torch.dot(d, d))
+        elif total is None:
+            total = flat.sum()
         self._s.append(float(total))
         self._ss.append(squares)
 
-    def add_with_units(self, t: Tensor) -> Tensor:
+    def add_with_units(self, t: Tensor, nonnegative: bool = False) -> Tensor:
         """Add ``t`` (batch, units, ...) and return which units have a nonzero entry.
 
-        A unit has one iff its largest or its smallest entry is nonzero: four
-        read-only passes, and no batch-sized temporary such as ``t * t``.
+        Two read-only passes, no batch-sized temporary: the per-unit sums (their
+        total is the sum) and a dot product. A unit with a nonzero sum has a
+        nonzero entry. A zero sum means all zeros when ``t`` is never negative
+        (``nonnegative``); otherwise entries might cancel, and the units' largest
+        and smallest entries decide.
         """
-        self.add(t)
         t = t.detach()
         if t.dim() == 0:
+            self.add(t)
             return (t != 0).reshape(1)
-        if t.numel() == 0:  # max and min of nothing are errors; no entry, so no unit is nonzero
+        if t.numel() == 0:  # no entry, so no unit is nonzero
+            self.add(t)
             return torch.zeros(t.shape[1:2], dtype=torch.bool)
         dims = [0] + list(range(2, t.dim()))
-        return torch.logical_or(t.amax(dim=dims), t.amin(dim=dims))
+        per_unit = t.sum(dim=dims)
+        self.add(t, total=per_unit.sum())
+        alive = per_unit != 0
+        if not nonnegative and not bool(alive.all()):
+            alive = torch.logical_or(t.amax(dim=dims), t.amin(dim=dims))
+        return alive
 
     def _totals(self) -> tuple[float, float]:
         # A report asks each moment twice (finite, mean_std): add up once, in float64.
@@ -235,7 +251,7 @@ class Recorder:
         slot.activation = self._act_names[id(module)]
         slot.pre.add(z)
         # A unit is alive if any of its outputs is nonzero.
-        alive = slot.act.add_with_units(output)
+        alive = slot.act.add_with_units(output, isinstance(module, _NONNEGATIVE))
         thr = SATURATION.get(slot.activation or "")
         if thr is not None:
             slot.sat_count = slot.sat_count + (z.detach().abs() > thr).sum()

@@ -454,3 +454,19 @@ def _bad_watch(model, **kw):
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("act", [nn.Tanh(), activations.Identity(), nn.LeakyReLU(0.1),
+                                 nn.ReLU(), nn.Sigmoid()])
+def test_dead_units_are_found_whatever_the_sign_of_the_activation(act):
+    # Unit 0 outputs exactly 0 (sigmoid(-100) is 0 in float32); unit 1's outputs cancel for the
+    # odd activations (+a and -a: a sum of exactly 0, yet alive); unit 2 is plainly alive.
+    lin = nn.Linear(1, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.0], [1.0], [2.0]]))
+        lin.bias.copy_(torch.tensor([-100.0 if isinstance(act, nn.Sigmoid) else 0.0, 0.0, 1.0]))
+    x = torch.tensor([[1.5], [-1.5], [0.5], [-0.5]])
+    (row,) = _probe(nn.Sequential(lin, act), x).report()
+    out = act(lin(x)).detach()
+    assert out[:, 0].eq(0).all() and out[:, 1].ne(0).any()
+    assert row.dead == 1 / 3
