@@ -450,6 +450,8 @@ def _bad_watch(model, **kw):
      "model"),
     (lambda: probes.gradient_norms(nn.Linear(2, 2), [[1.0, 2.0]], torch.ones(1, 2)), TypeError,
      "x and y"),
+    (lambda: probes.format_table("rows"), TypeError, "rows"),
+    (lambda: probes.format_table([{"name": "fc"}]), TypeError, "rows"),
 ])
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
