@@ -338,8 +338,15 @@ class Recorder:
 
 def format_table(rows: list[LayerStats]) -> str:
     """A fixed-width text table of report rows."""
-    if isinstance(rows, (str, bytes)) or not all(isinstance(r, LayerStats) for r in rows):
-        raise TypeError("rows must be a list of LayerStats, as Recorder.report() returns")
+    message = "rows must be a list of LayerStats, as Recorder.report() returns"
+    if isinstance(rows, (str, bytes)):
+        raise TypeError(message)
+    try:
+        rows = list(rows)  # a generator is read once, here
+    except TypeError:
+        raise TypeError(message) from None
+    if not all(isinstance(r, LayerStats) for r in rows):
+        raise TypeError(message)
     head = (f"{'layer':<16}{'act':<11}{'pre std':>9}{'act std':>9}{'sat':>7}{'dead':>7}"
             f"{'|dL/dW|':>11}{'|dL/dout|':>11}  nan/inf")
     lines = [head, "-" * len(head)]

@@ -416,6 +416,7 @@ def test_keep_samples_column_table_and_gradient_norms():
     table = rec.table()
     assert table.splitlines()[0].startswith("layer") and "layer2.linear" in table
     assert "no" in table and "-" in table  # finite rows; NaN cells of the output layer as "-"
+    assert probes.format_table(r for r in rec.report()) == table  # any iterable of rows
     norms = probes.gradient_norms(model, x, y)
     assert norms == pytest.approx([float(m.weight.grad.norm()) for _, m in
                                    probes.layer_modules(model)], rel=1e-6)
@@ -452,6 +453,7 @@ def _bad_watch(model, **kw):
      "x and y"),
     (lambda: probes.format_table("rows"), TypeError, "rows"),
     (lambda: probes.format_table([{"name": "fc"}]), TypeError, "rows"),
+    (lambda: probes.format_table(3), TypeError, "rows"),
 ])
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
