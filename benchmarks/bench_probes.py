@@ -142,9 +142,10 @@ def main() -> int:
           f"{'PASS' if ratio <= TARGET else 'MISS'}")
 
     leak = leak_check(args.depth, args.width, args.batch, args.leak_blocks)
-    # One leaked 256x256 float32 tensor per block would show as +25 MiB over 100 blocks.
+    # A leaked 256x256 float32 tensor per block would add 25 MiB over 100 blocks; the allocator
+    # alone moves RSS by a few MiB either way.
     ok = (leak["tensor_growth"] <= 0 and leak["object_growth"] <= 50 and leak["hooks_left"] == 0
-          and leak["rss_growth_mib"] < 10)
+          and leak["rss_growth_mib"] < 20)
     print(f"memory over {args.leak_blocks} watch() blocks: live tensors "
           f"{leak['tensor_growth']:+d}, Python objects {leak['object_growth']:+d}, "
           f"hooks left {leak['hooks_left']}, RSS {leak['rss_growth_mib']:+.1f} MiB  "
