@@ -2,6 +2,7 @@
 
 Modules, lowest first (a module imports only those above it in this list):
 
+* :mod:`lib.seeds` - independent random streams from one seed
 * :mod:`lib.activations` - activations and their closed-form derivatives
 * :mod:`lib.data` - small data sets that ship with the packages (no download)
 * :mod:`lib.init` - initialisers and the variance theory that predicts them

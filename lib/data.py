@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lib import seeds as _seeds
+
 __all__ = ["Dataset", "digits", "spirals", "teacher"]
 
 
@@ -61,7 +63,7 @@ def _check(test_fraction: float, seed: int) -> None:
 
 def _split(x: Tensor, y: Tensor, test_fraction: float, seed: int, standardize: bool,
            name: str) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_seeds.stream(seed, "split"))
     perm = torch.randperm(x.shape[0], generator=g)
     n_test = max(1, int(round(test_fraction * x.shape[0])))
     te, tr = perm[:n_test], perm[n_test:]
@@ -100,7 +102,7 @@ def spirals(n: int = 1000, *, classes: int = 3, noise: float = 0.2, turns: float
         raise ValueError(f"noise must be a number >= 0, got {noise!r}")
     if isinstance(turns, bool) or not isinstance(turns, (int, float)) or not math.isfinite(turns):
         raise ValueError(f"turns must be a finite number, got {turns!r}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_seeds.stream(seed, "spirals"))
     y = torch.arange(n) % classes
     r = torch.rand(n, generator=g)
     theta = 2 * math.pi * (turns * r + y.float() / classes)
@@ -116,7 +118,7 @@ def teacher(n: int = 2000, *, in_features: int = 16, depth: int = 3, width: int 
     for name, v in (("n", n), ("in_features", in_features), ("depth", depth), ("width", width)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_seeds.stream(seed, "teacher"))
     x = torch.randn(n, in_features, generator=g)
     h = x
     fan_in = in_features

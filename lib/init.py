@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from lib import activations as _acts
+from lib import seeds as _seeds
 
 __all__ = ["schemes", "weight_variance", "apply", "lsuv", "weight_layers", "gaussian_moments",
            "predict", "Prediction"]
@@ -118,13 +119,15 @@ def apply(model: nn.Module, scheme: str, *, seed: int | None = None, **params: A
     # torch.manual_seed would quietly take "3" or 2.5; a seed that is not an int is a mistake.
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     layers = weight_layers(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to initialise")
     # A private RNG stream when seeded: initialising never disturbs the caller's random state.
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
-            torch.manual_seed(seed)
+            torch.manual_seed(_seeds.stream(seed, "init"))
         with torch.no_grad():
             for _, m in layers:
                 w = m.weight

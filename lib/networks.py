@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from lib import activations as _acts
 from lib import init as _init
+from lib import seeds as _seeds
 
 __all__ = ["mlp", "MLP", "Layer", "ResidualBlock", "rnn", "VanillaRNN", "NORMS"]
 
@@ -121,7 +122,7 @@ def mlp(depth: int, width: int, activation: str = "relu", *, init: str = "defaul
 
     # A private RNG stream: building a model never disturbs the caller's random state.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(_seeds.stream(seed, "mlp"))
         mods: "OrderedDict[str, nn.Module]" = OrderedDict()
         if residual:
             mods["input"] = Layer(in_features, width, act.module(), norm, bias)
@@ -179,7 +180,7 @@ def rnn(hidden: int, *, spectral_radius: float = 1.0, in_features: int = 1,
     if not (isinstance(spectral_radius, (int, float)) and spectral_radius >= 0):
         raise ValueError(f"spectral_radius must be a number >= 0, got {spectral_radius!r}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(_seeds.stream(seed, "rnn"))
         model = VanillaRNN(hidden, in_features, activation)
         with torch.no_grad():
             nn.init.orthogonal_(model.W.weight)

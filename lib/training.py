@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from lib import probes as _probes
+from lib import seeds as _seeds
 from lib.data import Dataset
 
 with warnings.catch_warnings():
@@ -216,11 +217,11 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
     loss_fn = _loss_fn(data)
     layers = _probes.layer_modules(model)
     hist = History(layer_names=[name for name, _ in layers])
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_seeds.stream(seed, "batches"))
 
     # A private RNG stream for dropout/RReLU noise: training never disturbs the caller's state.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(_seeds.stream(seed, "noise"))
         model.train()
         # Passing disable=False would override TQDM_DISABLE, which builds use to keep
         # progress bars (notebook widgets that need a CDN) out of the published pages.

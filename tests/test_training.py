@@ -117,11 +117,16 @@ def test_eval_schedule(spirals):
     assert default.eval_steps == list(range(2, 21, 2))
 
 
-@pytest.mark.parametrize("optimizer,lr", [("sgd", 1.0), ("adam", 0.02)])
-def test_sgd_and_adam_both_learn(spirals, optimizer, lr):
-    hist = training.train(_model(), spirals, steps=60, lr=lr, optimizer=optimizer,
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.5), ("adam", 0.02)])
+def test_sgd_and_adam_both_learn(optimizer, lr, seed):
+    # Digits, not spirals: a 2x16 tanh net learns them fast from any seed (loss falls ~10x),
+    # so the check is about the optimiser, not about a lucky initialisation.
+    digits = data.digits(seed=seed)
+    model = networks.mlp(2, 16, "tanh", in_features=64, out_features=10, seed=seed)
+    hist = training.train(model, digits, steps=60, lr=lr, optimizer=optimizer,
                           batch_size=None, momentum=0.0, progress=False)
-    assert hist.loss[-1] < 0.9 * hist.loss[0]
+    assert hist.loss[-1] < 0.3 * hist.loss[0]
     assert hist.final_loss == hist.loss[-1]
 
 
