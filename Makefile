@@ -38,7 +38,7 @@ setup: $(STAMP) $(MATHJAX)
 .PHONY: setup
 
 book: setup
-	rm -rf _build/html _build/jupyter_execute _build/.doctrees
+	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/.jupyter_cache
 	TQDM_DISABLE=1 $(BIN)/jupyter-book build -W --keep-going .
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
@@ -49,16 +49,17 @@ unit: setup
 notebooks: setup
 	rm -rf _build/nbtest
 	$(BIN)/python scripts/export_notebooks.py _build/nbtest
-	TQDM_DISABLE=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval-lax _build/nbtest
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -q $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile) --nbval-lax _build/nbtest
 
 browser: setup
 	$(BIN)/python -m pytest -q tests/test_browser.py
 
+# The book build executes notebooks one at a time, so nbval runs beside it on the
+# second core (JOBS=1) instead of after it; -O keeps each one's output together.
 test: setup
 	rm -rf _build
 	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory notebooks
-	$(MAKE) --no-print-directory book
+	$(MAKE) --no-print-directory -j2 -O JOBS=1 notebooks book
 	$(MAKE) --no-print-directory browser
 
 bench: setup

@@ -89,10 +89,10 @@ def _visit(browser, url: str):
     page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} ({r.failure})"))
     page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
             if r.status >= 400 else None)
+    # "load" waits for every image and script; MathJax then typesets asynchronously,
+    # so wait for its promise too (it is a deferred script, so it exists by then).
     page.goto(url, wait_until="load")
-    # MathJax typesets asynchronously; wait for it where the page loads it.
     page.evaluate("() => (window.MathJax && MathJax.startup) ? MathJax.startup.promise : null")
-    page.wait_for_load_state("networkidle")
     return page, problems
 
 
