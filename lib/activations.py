@@ -340,6 +340,8 @@ def get(name: str, **params: Any) -> Activation:
 
 def name_of_module(module: nn.Module) -> str | None:
     """The registry name of an activation module (``nn.ReLU()`` -> ``'relu'``), or None."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     table: list[tuple[type, str]] = [
         (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"), (nn.ReLU, "relu"), (nn.LeakyReLU, "leaky_relu"),
         (nn.PReLU, "prelu"), (nn.RReLU, "rrelu"), (nn.ELU, "elu"), (nn.SELU, "selu"),

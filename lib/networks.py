@@ -9,6 +9,7 @@ exploding-gradient story.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -177,8 +178,9 @@ def rnn(hidden: int, *, spectral_radius: float = 1.0, in_features: int = 1,
     _check_int("hidden", hidden, 1)
     _check_int("in_features", in_features, 1)
     _check_int("seed", seed, 0)
-    if not (isinstance(spectral_radius, (int, float)) and spectral_radius >= 0):
-        raise ValueError(f"spectral_radius must be a number >= 0, got {spectral_radius!r}")
+    if not (isinstance(spectral_radius, (int, float)) and math.isfinite(spectral_radius)
+            and spectral_radius >= 0):
+        raise ValueError(f"spectral_radius must be a finite number >= 0, got {spectral_radius!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seeds.stream(seed, "rnn"))
         model = VanillaRNN(hidden, in_features, activation)

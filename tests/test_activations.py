@@ -319,3 +319,8 @@ def test_forward_accepts_numbers_lists_and_integer_tensors():
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_name_of_module_names_its_argument_when_given_a_non_module():
+    with pytest.raises(TypeError, match="module"):
+        activations.name_of_module("relu")

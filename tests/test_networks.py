@@ -165,3 +165,9 @@ def test_rnn_forward_returns_every_state():
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("radius", [float("inf"), float("nan"), -1.0])
+def test_rnn_rejects_a_radius_that_is_not_finite_and_nonnegative(radius):
+    with pytest.raises(ValueError, match="spectral_radius"):
+        networks.rnn(8, spectral_radius=radius)

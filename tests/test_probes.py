@@ -474,3 +474,20 @@ def test_dead_units_are_found_whatever_the_sign_of_the_activation(act):
     out = act(lin(x)).detach()
     assert out[:, 0].eq(0).all() and out[:, 1].ne(0).any()
     assert row.dead == 1 / 3
+
+
+def test_tiny_and_huge_gradient_norms_are_measured_not_rounded():
+    """float32 squares underflow below ~1e-19 and overflow above ~1e19: exactly the
+    vanishing and exploding regimes; the probe falls back to float64 there."""
+    for scale, expected in ((1e-25, 1e-25), (1e25, 1e25)):
+        layer = nn.Linear(4, 4, bias=False)
+        with torch.no_grad():
+            layer.weight.fill_(1.0)
+        model = nn.Sequential(layer, nn.Tanh())
+        with probes.watch(model) as rec:
+            out = model(torch.zeros(1, 4))
+            out.backward(torch.full_like(out, scale))
+        row = rec.report()[0]
+        # dL/dW = grad_out^T x with x = 0 is zero; dL/dout of the linear layer is scale * tanh'(0) = scale.
+        assert row.output_grad_norm == pytest.approx(2 * expected, rel=1e-6)
+        assert not row.nonfinite
