@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -127,3 +129,18 @@ def test_the_no_network_guard_itself_works(no_network):
 
     with pytest.raises(AssertionError, match="network access"):
         socket.create_connection(("127.0.0.1", 9))
+
+
+def test_digits_read_from_the_file_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    table = data._digits_table()
+    assert table.shape == (1797, 65)
+    assert (table[:, :-1] == bunch.data).all() and (table[:, -1] == bunch.target).all()
+
+
+def test_digits_do_not_import_scikit_learn():
+    code = "import sys\nfrom lib import data\ndata.digits()\nprint('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
