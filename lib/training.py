@@ -19,6 +19,7 @@ readable; and the first ``torch.optim`` optimiser in a process imports
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
@@ -223,10 +224,11 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seeds.stream(seed, "noise"))
         model.train()
-        # Passing disable=False would override TQDM_DISABLE, which builds use to keep
-        # progress bars (notebook widgets that need a CDN) out of the published pages.
-        bar = tqdm(range(1, steps + 1), desc=desc or "training", leave=False,
-                   **({} if progress else {"disable": True}))
+        # TQDM_DISABLE is read here, not left to tqdm: its notebook bar sets disable=False
+        # itself, and builds use the variable to keep progress widgets (whose script comes
+        # from a CDN) out of the published pages.
+        quiet = not progress or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+        bar = tqdm(range(1, steps + 1), desc=desc or "training", leave=False, disable=quiet)
         for step in bar:
             idx = torch.randperm(n, generator=gen)[:bs] if bs < n else slice(None)
             x, y = data.x_train[idx], data.y_train[idx]
