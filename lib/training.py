@@ -179,6 +179,24 @@ def _positive_number(name: str, v: Any, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, got {v!r}")
 
 
+def _check_schedule(steps: Any, lr: Any, batch_size: Any, probe_every: Any, eval_every: Any,
+                    n: int) -> tuple[int, int]:
+    """Validate what :func:`train` and :func:`train_side_by_side` share; return (batch, eval_every)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    _positive_number("lr", lr)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be an int >= 1 or None (full batch), got {batch_size!r}")
+    if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 0:
+        raise ValueError(f"probe_every must be an int >= 0 (0 = never), got {probe_every!r}")
+    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int)
+                                   or eval_every < 0):
+        raise ValueError(f"eval_every must be an int >= 1, or None or 0 (every steps // 10), "
+                         f"got {eval_every!r}")
+    return (n if batch_size is None else min(batch_size, n)), (eval_every or max(1, steps // 10))
+
+
 def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
           optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
           batch_size: int | None = 64, clip_norm: float | None = None,
@@ -195,9 +213,6 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be a lib.data.Dataset, got {type(data).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    _positive_number("lr", lr)
     for name, v in (("momentum", momentum), ("weight_decay", weight_decay)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a number >= 0, got {v!r}")
@@ -205,20 +220,10 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
     _positive_number("clip_value", clip_value, allow_none=True)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
-    n = data.x_train.shape[0]
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size must be an int >= 1 or None (full batch), got {batch_size!r}")
-    bs = n if batch_size is None else min(batch_size, n)
-    if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 0:
-        raise ValueError(f"probe_every must be an int >= 0 (0 = never), got {probe_every!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int)
-                                   or eval_every < 0):
-        raise ValueError(f"eval_every must be an int >= 1, or None or 0 (every steps // 10), "
-                         f"got {eval_every!r}")
-    eval_every = eval_every or max(1, steps // 10)
+    n = data.x_train.shape[0]
+    bs, eval_every = _check_schedule(steps, lr, batch_size, probe_every, eval_every, n)
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt: SGD | Adam
@@ -397,21 +402,8 @@ def train_side_by_side(models: Sequence[nn.Module], data: Dataset, seeds: Sequen
         if shape != signatures[0][0]:
             raise ValueError(f"models must all have the same shape: models[{k}] has layers/dtype "
                              f"{shape}, models[0] has {signatures[0][0]}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    _positive_number("lr", lr)
     n = data.x_train.shape[0]
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size must be an int >= 1 or None (full batch), got {batch_size!r}")
-    bs = n if batch_size is None else min(batch_size, n)
-    if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 0:
-        raise ValueError(f"probe_every must be an int >= 0 (0 = never), got {probe_every!r}")
-    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int)
-                                   or eval_every < 0):
-        raise ValueError(f"eval_every must be an int >= 1, or None or 0 (every steps // 10), "
-                         f"got {eval_every!r}")
-    eval_every = eval_every or max(1, steps // 10)
+    bs, eval_every = _check_schedule(steps, lr, batch_size, probe_every, eval_every, n)
     first_shape, dtype = signatures[0][0][0], signatures[0][0][-1]
     if first_shape[1] != data.n_features or signatures[0][0][-2][0] != data.out_features:
         raise ValueError(f"the models map {first_shape[1]} inputs to {signatures[0][0][-2][0]} "
