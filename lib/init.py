@@ -223,7 +223,11 @@ class Prediction:
     ``pre_var[l]``: Var of the pre-activation of hidden layer l+1 (forward).
     ``act_second_moment[l]``: E[f(z)^2] of that layer's activations.
     ``grad_var[l]``: Var of dL/d(pre-activation) of layer l+1, relative to the last layer.
-    ``weight_grad_sq[l]``: ||dL/dW||^2 of layer l+1, relative to the last layer.
+    ``weight_grad_sq[l]``: ||dL/dW||^2 of layer l+1, relative to the last layer, *for one
+    example* (the outer product of that example's backward signal and input). A batch's
+    weight gradient sums these with signs that partly cancel, unevenly across layers, so
+    batch weight-gradient norms need not follow it; batch norms of dL/d(output), i.e.
+    ``grad_var``, do.
     """
 
     pre_var: np.ndarray
@@ -239,7 +243,10 @@ def predict(activation: str, scheme: str, width: int, depth: int, *, input_var: 
 
     The input to layer 1 has per-coordinate second moment ``input_var``; biases
     are zero. The recursion ignores finite-width fluctuations, which grow with
-    depth / width, so compare it with measurements on wide layers.
+    depth / width, so compare it with measurements on wide layers. It does not
+    describe PyTorch's default ``nn.Linear`` init as a whole: its nonzero biases
+    (variance ``1/(3 fan_in)``) put a floor under the forward variance once the
+    weights have shrunk it, which this zero-bias recursion leaves out.
     """
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an int >= 1, got {width!r}")
