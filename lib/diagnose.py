@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from lib import data as _data
 from lib import networks as _networks
 from lib import probes as _probes
+from lib import seeds as _seeds
 
 __all__ = ["Thresholds", "Issue", "LayerVerdict", "Diagnosis", "ModelError", "KINDS", "CHAPTERS",
            "diagnose", "diagnose_model", "examples", "SmallCNN", "main"]
@@ -475,7 +476,7 @@ def small_cnn(seed: int = 0) -> tuple[nn.Module, Tensor, Tensor]:
     """A small CNN in plain PyTorch (SmallCNN, default init) on 8x8 digits: healthy."""
     seed = _seed(seed)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(_seeds.stream(seed, "small_cnn"))
         model = SmallCNN()
     x, y = _batch(seed)
     return model, x.reshape(-1, 1, 8, 8), y
@@ -636,7 +637,9 @@ def _random_targets(out: Tensor, gen: torch.Generator) -> tuple[Tensor, str]:
 
 def _make_input(model: nn.Module, shape: tuple[int, ...] | None, batch: int,
                 seed: int) -> tuple[Tensor, Tensor, str]:
-    gen = torch.Generator().manual_seed(seed)
+    # Its own stream: the CLI seeds the user's factory with the same number, and inputs drawn
+    # from that very stream would repeat the model's first random numbers (see lib.seeds).
+    gen = torch.Generator().manual_seed(_seeds.stream(seed, "cli_input"))
     if shape is not None:
         x = torch.randn((batch, *shape), generator=gen)
         try:
