@@ -2,6 +2,7 @@
 
 Modules, lowest first (a module imports only those above it in this list):
 
+* :mod:`lib._checks` - argument checks shared by every module (private)
 * :mod:`lib.seeds` - independent random streams from one seed
 * :mod:`lib.activations` - activations and their closed-form derivatives
 * :mod:`lib.data` - small data sets that ship with the packages (no download)
@@ -11,5 +12,6 @@ Modules, lowest first (a module imports only those above it in this list):
 * :mod:`lib.training` - a seeded training loop that records gradient flow
 * :mod:`lib.diagnose` - plain-language diagnosis of a probe report
 * :mod:`lib.plots` - the house figure style
+* :mod:`lib.notebook` - the numeric and figure set-up every chapter runs first
 """
 __version__ = "0.1.0"

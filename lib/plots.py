@@ -1,13 +1,17 @@
 """The book's figures: one matplotlib style, one colour per activation.
 
-Importing this module applies the house style. Every chapter draws with these
-helpers so that sigmoid is the same colour on every page and per-layer
-quantities are always on a log axis, layer 1 (nearest the input) on the left.
+Importing this module changes no matplotlib state: the house style is applied
+explicitly, by :func:`use_style` (which :func:`lib.notebook.setup` calls at the
+top of every chapter) or for a block of code by the context manager
+:func:`style`. Every chapter draws with these helpers so that sigmoid is the
+same colour on every page and per-layer quantities are always on a log axis,
+layer 1 (nearest the input) on the left.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -16,8 +20,10 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["COLORS", "color", "use_style", "layer_profile", "activation_panels",
-           "training_curves", "histogram_grid", "new_figure"]
+from lib._checks import check_int, check_number
+
+__all__ = ["COLORS", "HOUSE_STYLE", "color", "use_style", "style", "layer_profile",
+           "activation_panels", "training_curves", "histogram_grid", "new_figure"]
 
 #: One colour per activation (and per init scheme), used in every chapter.
 COLORS: dict[str, str] = {
@@ -56,28 +62,45 @@ def color(name: str, index: int = 0) -> str:
     return COLORS.get(str(name).lower(), _FALLBACK[index % len(_FALLBACK)])
 
 
+#: The house matplotlib settings (rcParams), applied by :func:`use_style`/:func:`style`.
+HOUSE_STYLE: dict[str, Any] = {
+    "figure.figsize": (7.0, 3.6),
+    "figure.dpi": 100,
+    "savefig.dpi": 120,
+    "savefig.bbox": "tight",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "lines.linewidth": 1.8,
+    "font.size": 10,
+    "svg.hashsalt": "gradient-flow",  # deterministic SVG ids
+}
+
+
 def use_style() -> None:
-    """Apply the house matplotlib style (done on import)."""
-    mpl.rcParams.update({
-        "figure.figsize": (7.0, 3.6),
-        "figure.dpi": 100,
-        "savefig.dpi": 120,
-        "savefig.bbox": "tight",
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "axes.titlesize": 11,
-        "axes.labelsize": 10,
-        "legend.fontsize": 9,
-        "legend.frameon": False,
-        "lines.linewidth": 1.8,
-        "font.size": 10,
-        "svg.hashsalt": "gradient-flow",  # deterministic SVG ids
-    })
+    """Apply the house matplotlib style for the rest of the session.
+
+    Notebooks call it through :func:`lib.notebook.setup`; importing this module
+    does not (a library that restyles its importer's figures is a surprise).
+    """
+    mpl.rcParams.update(HOUSE_STYLE)
 
 
-use_style()
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The house style inside a ``with`` block only; the caller's rcParams return after.
+
+    Examples:
+        >>> with style():
+        ...     fig, ax = new_figure()
+    """
+    with mpl.rc_context(HOUSE_STYLE):
+        yield
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 7.0, height: float = 3.4,
@@ -85,13 +108,14 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 7.0, height: fl
     """``plt.subplots`` with the house size per panel row."""
     _check_count("ncols", ncols)
     _check_count("nrows", nrows)
+    width = check_number(width, "width", gt=0, le=1000)
+    height = check_number(height, "height", gt=0, le=1000)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows), layout="constrained", **kw)
     return fig, axes
 
 
 def _check_count(name: str, v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    check_int(v, name, ge=1)
 
 
 def _to_numpy(v: Any) -> np.ndarray:
@@ -107,7 +131,8 @@ def layer_profile(ax: Axes, values: Sequence[float], *, label: str | None = None
     """Plot one per-layer quantity against layer number (1-based), log scale by default.
 
     ``key`` picks the house colour (an activation or init name); it defaults to ``label``.
-    Zero or negative values cannot sit on a log axis and are left out.
+    Zero or negative values cannot sit on a log axis and are left out, as are NaN
+    and infinite values (a gap in the line, never a point at the axis edge).
     """
     if not isinstance(ax, Axes):
         raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
@@ -118,6 +143,7 @@ def layer_profile(ax: Axes, values: Sequence[float], *, label: str | None = None
     if y.ndim != 1:
         raise ValueError(f"values must be one number per layer (1-D), got shape {y.shape}")
     x = np.arange(1, len(y) + 1)
+    y = np.where(np.isfinite(y), y, np.nan)
     if logy:
         y = np.where(y > 0, y, np.nan)
         ax.set_yscale("log")
@@ -191,11 +217,22 @@ def training_curves(histories: Mapping[str, Any], *, keys: Mapping[str, str] | N
 def histogram_grid(samples: Mapping[str, Any], *, bins: int = 60, key: str | None = None,
                    xlabel: str = "value", ncols: int = 4, log: bool = False,
                    range_: tuple[float, float] | None = None) -> tuple[Figure, Any]:
-    """One small histogram per layer (UvA-style), e.g. of activations or gradients."""
+    """One small histogram per layer (UvA-style), e.g. of activations or gradients.
+
+    NaN and infinite samples cannot be binned: they are left out of the
+    histogram and counted in the panel's title (``"layer3 (12 non-finite)"``),
+    so an overflow is shown, not hidden or turned into an error.
+    """
     if not isinstance(samples, Mapping):
         raise TypeError(f"samples must map a layer name to values, got {type(samples).__name__}")
     _check_count("bins", bins)
     _check_count("ncols", ncols)
+    if range_ is not None:
+        if not isinstance(range_, (tuple, list)) or len(range_) != 2:
+            raise TypeError(f"range_ must be a (low, high) pair or None, got {range_!r}")
+        lo = check_number(range_[0], "range_[0]")
+        hi = check_number(range_[1], "range_[1]", gt=lo)
+        range_ = (lo, hi)
     n = len(samples)
     if n == 0:
         raise ValueError("histogram_grid needs at least one layer of samples")
@@ -203,8 +240,14 @@ def histogram_grid(samples: Mapping[str, Any], *, bins: int = 60, key: str | Non
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 1.9 * nrows), layout="constrained",
                              squeeze=False)
     for i, (ax, (name, v)) in enumerate(zip(axes.flat, samples.items())):
-        ax.hist(_to_numpy(v).ravel(), bins=bins, color=color(key or name), range=range_, log=log)
-        ax.set_title(name, fontsize=9)
+        try:
+            flat = _to_numpy(v).ravel()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"samples[{name!r}] must be numbers, got {type(v).__name__}") from exc
+        finite = np.isfinite(flat)
+        bad = int(flat.size - finite.sum())
+        ax.hist(flat[finite], bins=bins, color=color(key or name), range=range_, log=log)
+        ax.set_title(f"{name} ({bad} non-finite)" if bad else name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         if i % ncols == 0:  # the count axis once per row
             ax.set_ylabel("count", fontsize=8)

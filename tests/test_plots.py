@@ -110,7 +110,7 @@ def test_histogram_grid_has_one_labelled_panel_per_layer():
 
 @pytest.mark.parametrize("call,exc,match", [
     (lambda: plots.new_figure(0), ValueError, "ncols"),
-    (lambda: plots.new_figure(1, 2.0), ValueError, "nrows"),
+    (lambda: plots.new_figure(1, 2.0), TypeError, "nrows"),
     (lambda: plots.layer_profile("axes", [1.0]), TypeError, "ax"),
     (lambda: plots.layer_profile(plots.new_figure()[1], ["a", "b"]), TypeError, "values"),
     (lambda: plots.layer_profile(plots.new_figure()[1], [[1.0, 2.0]]), ValueError, "values"),

@@ -1,0 +1,66 @@
+"""The numeric and display set-up every chapter runs first: one call, one place.
+
+Each chapter starts with::
+
+    from lib import notebook
+    SEED = notebook.setup()
+
+instead of its own thread and denormal lines, so every page computes under the
+same conditions and a change to them is made once. :func:`setup`
+
+* sets torch to **one thread**: the book's tensors are small (width-64
+  layers), where a second thread only adds synchronisation, and the book
+  build runs two notebooks side by side on two cores. It also makes training
+  bit-identical from run to run: a float sum's rounding depends on how the
+  work is split between threads, so results are reproducible only at a fixed
+  thread count (this one);
+* **flushes subnormal floats to zero**: vanishing gradients underflow into
+  subnormals, which CPUs handle about 100 times more slowly; flushing changes
+  only values below about :math:`10^{-38}` (float32's smallest normal number);
+* applies the house figure style (:func:`lib.plots.use_style`) explicitly:
+  importing :mod:`lib.plots` changes no matplotlib state;
+* leaves the warnings filters alone: nothing is silenced globally. A warning a
+  reader would see is fixed where it is raised, and the book's test
+  (``tests/test_notebook_stderr.py``) fails when any executed cell writes to
+  stderr;
+* returns the book's base seed, :func:`lib.seeds.base_seed` (``GF_SEED``).
+"""
+from __future__ import annotations
+
+import torch
+
+from lib import plots as _plots
+from lib import seeds as _seeds
+from lib._checks import check_bool, check_int
+
+__all__ = ["setup", "THREADS"]
+
+#: torch's intra-op thread count in every chapter.
+THREADS = 1
+
+
+def setup(*, threads: int = THREADS, flush_denormal: bool = True, style: bool = True) -> int:
+    """Apply the book's numeric and figure set-up; return the base seed.
+
+    Args:
+        threads: torch's intra-op thread count (default 1; see the module docstring).
+        flush_denormal: flush subnormal floats to zero (where the CPU supports it).
+        style: apply the house matplotlib style.
+
+    Returns:
+        :func:`lib.seeds.base_seed`, the seed every experiment derives from.
+
+    Examples:
+        >>> SEED = setup()
+        >>> torch.get_num_threads()
+        1
+    """
+    threads = check_int(threads, "threads", ge=1)
+    check_bool(flush_denormal, "flush_denormal")
+    check_bool(style, "style")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush_denormal)
+    if style:
+        _plots.use_style()
+    return _seeds.base_seed()
