@@ -4,12 +4,15 @@ Modules, lowest first (a module imports only those above it in this list):
 
 * :mod:`lib._checks` - argument checks shared by every module (private)
 * :mod:`lib.seeds` - independent random streams from one seed
+* :mod:`lib.stats` - median and interval over seeds; verdicts that need the evidence
 * :mod:`lib.activations` - activations and their closed-form derivatives
 * :mod:`lib.data` - small data sets that ship with the packages (no download)
 * :mod:`lib.init` - initialisers and the variance theory that predicts them
 * :mod:`lib.networks` - MLP and RNN builders with readable layer names
 * :mod:`lib.probes` - per-layer gradient-flow statistics for any ``nn.Module``
 * :mod:`lib.training` - a seeded training loop that records gradient flow
+* :mod:`lib._stacked` - the batched engine of lib.population (private)
+* :mod:`lib.population` - many seeds and learning rates trained as one computation
 * :mod:`lib.diagnose` - plain-language diagnosis of a probe report
 * :mod:`lib.plots` - the house figure style
 * :mod:`lib.notebook` - the numeric and figure set-up every chapter runs first
