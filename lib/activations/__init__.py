@@ -16,13 +16,17 @@ Leaky ReLU's (and PReLU's, RReLU's) is the negative slope, ELU's is ``alpha``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Activation", "names", "get", "Swish", "SELU_ALPHA", "SELU_SCALE"]
+from lib.activations import kinds
+
+__all__ = ["Activation", "names", "get", "Swish", "Identity", "SELU_ALPHA", "SELU_SCALE",
+           "name_of_module", "ACTIVATION_MODULES", "kinds"]
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -53,10 +57,19 @@ def _as_tensor(x: Any, where: str) -> Tensor:
 
 
 class Swish(nn.Module):
-    """Swish ``x * sigmoid(beta * x)``; with ``beta = 1`` it is SiLU."""
+    r"""Swish :math:`f(x) = x\,\sigma(\beta x)`; with :math:`\beta = 1` it is SiLU.
+
+    Args:
+        beta: the gate's slope, a finite number > 0.
+
+    Shape: any; elementwise.
+    """
 
     def __init__(self, beta: float = 1.0) -> None:
         super().__init__()
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) \
+                or not math.isfinite(beta) or beta <= 0:
+            raise ValueError(f"Swish: beta must be a finite number > 0, got {beta!r}")
         self.beta = float(beta)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -339,24 +352,20 @@ def get(name: str, **params: Any) -> Activation:
 
 
 def name_of_module(module: nn.Module) -> str | None:
-    """The registry name of an activation module (``nn.ReLU()`` -> ``'relu'``), or None."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    table: list[tuple[type, str]] = [
-        (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"), (nn.ReLU, "relu"), (nn.LeakyReLU, "leaky_relu"),
-        (nn.PReLU, "prelu"), (nn.RReLU, "rrelu"), (nn.ELU, "elu"), (nn.SELU, "selu"),
-        (nn.SiLU, "silu"), (Swish, "swish"), (nn.GELU, "gelu"), (nn.Softplus, "softplus"),
-        (Identity, "identity"),
-    ]
-    for cls, key in table:
-        if type(module) is cls:
-            return key
-    return None
+    """The registry name of an activation module (``nn.ReLU()`` -> ``'relu'``), or None.
+
+    Read from :mod:`lib.activations.kinds`, which also knows other libraries'
+    classes (Hugging Face's ``GELUActivation`` -> ``'gelu'``) and takes new ones
+    through :func:`lib.activations.kinds.register`.
+    """
+    kind = kinds.kind_of_module(module)
+    return kind.name if kind is not None else None
 
 
-#: Module classes that probes treat as activations.
-ACTIVATION_MODULES: tuple[type, ...] = (
-    nn.Sigmoid, nn.Tanh, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU,
-    nn.SELU, nn.SiLU, nn.GELU, nn.Softplus, nn.Mish, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.Softsign, nn.Tanhshrink, Swish, Identity,
-)
+def _torch_classes() -> tuple[type, ...]:
+    return tuple(m for k in kinds.kinds().values() for m in k.modules if isinstance(m, type))
+
+
+#: Module classes (PyTorch's and this book's) that probes treat as activations; other
+#: libraries' classes are matched by name, see :func:`lib.activations.kinds.kind_of_module`.
+ACTIVATION_MODULES: tuple[type, ...] = _torch_classes() + (Swish, Identity)

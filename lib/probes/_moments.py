@@ -1,0 +1,104 @@
+r"""Running statistics that stay exact whatever the model's dtype.
+
+Every reduction is done in float32 at least (float16 and bfloat16 entries are
+widened first, so that a sum of squares cannot overflow the half-precision
+range) and redone in float64 where float32 squares would underflow or
+overflow: the very regimes (a vanishing or exploding gradient) that a probe
+exists to measure. Totals over passes are added up in float64.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["Moments", "norm", "sum_squares"]
+
+#: Sums of squares that float32 holds accurately (entries between ~1e-19 and ~1e19).
+SAFE_SQUARES = (1e-30, 1e30)
+
+
+def _wide(t: Tensor) -> Tensor:
+    flat = t.detach().reshape(-1)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
+    elif not flat.is_floating_point():
+        flat = flat.double()
+    return flat
+
+
+def sum_squares(t: Tensor) -> float:
+    r""":math:`\sum_i t_i^2`, in float32 where that is exact enough, else in float64."""
+    flat = _wide(t)
+    squares = float(torch.dot(flat, flat)) if flat.numel() else 0.0
+    if flat.numel() and not SAFE_SQUARES[0] < squares < SAFE_SQUARES[1]:
+        d = flat.double()
+        squares = float(torch.dot(d, d))
+    return squares
+
+
+def norm(t: Tensor) -> float:
+    r"""The Euclidean norm :math:`\lVert t \rVert_2` of every entry of ``t``."""
+    return math.sqrt(sum_squares(t))
+
+
+class Moments:
+    r"""Count, sum and sum of squares of every entry seen, for mean and std.
+
+    .. math:: \mu = \frac{1}{n}\sum_i x_i, \qquad
+              \sigma = \sqrt{\tfrac{1}{n}\sum_i x_i^2 - \mu^2}
+
+    A NaN or Inf anywhere shows in the sums (:meth:`finite`).
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.s = 0.0
+        self.ss = 0.0
+
+    def add(self, t: Tensor, total: Tensor | None = None) -> bool:
+        """Add every entry of ``t``; returns whether they were all finite."""
+        flat = _wide(t)
+        if flat.numel() == 0:
+            return True
+        self.n += flat.numel()
+        squares = float(torch.dot(flat, flat))
+        if not SAFE_SQUARES[0] < squares < SAFE_SQUARES[1]:
+            d = flat.double()
+            s, squares = float(d.sum()), float(torch.dot(d, d))
+        else:
+            s = float(total) if total is not None else float(flat.sum())
+        self.s += s
+        self.ss += squares
+        return math.isfinite(s) and math.isfinite(squares)
+
+    def add_with_units(self, t: Tensor, nonnegative: bool = False) -> tuple[bool, Tensor]:
+        """Add ``t`` (batch, units, ...); returns (all finite, which units have a nonzero entry).
+
+        A unit with a nonzero sum has a nonzero entry; a zero sum means all zeros
+        when ``t`` is never negative, otherwise the units' extremes decide.
+        """
+        t = t.detach()
+        if t.dim() < 2:
+            return self.add(t), (t != 0).reshape(-1)[:1] if t.numel() else torch.zeros(0, dtype=torch.bool)
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        dims = [0] + list(range(2, t.dim()))
+        per_unit = t.sum(dim=dims)
+        ok = self.add(t, total=per_unit.sum())
+        alive = per_unit != 0  # a NaN sum counts as alive: the unit is not silent
+        if not nonnegative and not bool(alive.all()):
+            alive = torch.logical_or(t.amax(dim=dims) != 0, t.amin(dim=dims) != 0)
+        return ok, alive
+
+    def finite(self) -> bool:
+        return math.isfinite(self.s) and math.isfinite(self.ss)
+
+    def mean_std(self) -> tuple[float, float]:
+        if self.n == 0:
+            return math.nan, math.nan
+        m = self.s / self.n
+        if not (math.isfinite(m) and math.isfinite(self.ss)):
+            return m, math.nan
+        return m, math.sqrt(max(self.ss / self.n - m * m, 0.0))

@@ -1,0 +1,142 @@
+"""One-call measurements built on the probe: gradient norms, hidden outputs, Jacobians, dead units.
+
+Each runs one forward (and, for :func:`gradient_norms`, backward) pass and
+returns plain numbers; the chapters use them where a whole report is more
+than the experiment needs.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from lib._checks import check_callable, check_model_input, check_tensor, default_loss
+from lib.activations import kinds as _kinds
+from lib.probes.recorder import layer_modules, watch
+
+__all__ = ["gradient_norms", "hidden_outputs", "jacobian_singular_values", "active_fraction",
+           "dead_units"]
+
+
+def gradient_norms(model: nn.Module, x: Tensor, y: Tensor,
+                   loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> list[float]:
+    r"""Weight-gradient norm :math:`\lVert \partial L / \partial W_l \rVert` of every layer
+    after one forward/backward pass on ``(x, y)``.
+
+    ``loss_fn`` defaults to :func:`lib._checks.default_loss` (cross-entropy for
+    integer labels, mean squared error for float targets of the output's shape;
+    a target of another shape is refused, never broadcast). The model's
+    ``.grad`` fields are cleared first and left holding the result.
+    """
+    x = check_model_input(model, x, "x")
+    check_tensor(y, "y", nonempty=True)
+    loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or default_loss
+    model.zero_grad(set_to_none=True)
+    with watch(model) as rec:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+    return rec.column("weight_grad_norm")
+
+
+def hidden_outputs(model: nn.Module, x: Tensor) -> list[tuple[str, Tensor]]:
+    """(name, output) of every top-level child of a sequential ``model`` on the batch ``x``.
+
+    For a :class:`lib.networks.MLP` these are each hidden layer's activations (or,
+    with ``residual=True``, the residual stream after each block) and last the
+    output layer's logits. Runs without gradients, in the model's current mode.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"hidden_outputs needs an nn.Sequential (e.g. lib.networks.mlp), "
+                        f"got {type(model).__name__}")
+    check_tensor(x, "x", dtype="floating")
+    x = check_model_input(model, x, "x")
+    outs = []
+    h = x
+    with torch.no_grad():
+        for name, module in model.named_children():
+            h = module(h)
+            outs.append((name, h))
+    return outs
+
+
+def jacobian_singular_values(module: nn.Module, x: Tensor) -> Tensor:
+    r"""Singular values, largest first, of the Jacobian :math:`\partial f(x)/\partial x` at one input.
+
+    The Jacobian of a stack of layers is the product of the per-layer
+    Jacobians :math:`D_l W_l`; its singular values say how much the stack
+    stretches or shrinks each input direction (the gradient flows back through
+    its transpose). ``x`` has shape ``(features,)`` or ``(1, features)``; the
+    output is flattened. A non-finite output is refused. Convert a deep stack to
+    float64 (``module.double()``): its smallest singular values fall below
+    float32 precision within a few tens of layers.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    check_tensor(x, "x", dtype="floating", finite=True)
+    if x.dim() == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() != 1 or x.numel() == 0:
+        raise ValueError(f"x must be one input of shape (features,) or (1, features), "
+                         f"got shape {tuple(x.shape)}")
+    check_model_input(module, x.unsqueeze(0), "x")
+    jac = torch.autograd.functional.jacobian(lambda v: module(v.unsqueeze(0)).reshape(-1),
+                                             x.detach(), vectorize=False)
+    if not bool(torch.isfinite(jac).all()):
+        raise ValueError("the module's output or its Jacobian at x is not finite (NaN or Inf)")
+    return torch.linalg.svdvals(jac.detach())
+
+
+def active_fraction(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    """Per layer and per unit, the fraction of the inputs in ``x`` with pre-activation > 0.
+
+    Keys are the layer names of :func:`lib.probes.layer_modules`, in forward
+    order, for every layer followed by an activation module; values are
+    float64 tensors with one entry per unit (per channel for a Conv layer,
+    pooled over positions). The pre-activation is read before the activation
+    runs, so an in-place activation cannot overwrite it. A ReLU unit whose
+    fraction is 0 is a *dead unit* on ``x``. ``x`` must be a finite, non-empty
+    floating batch (NaN would make every unit look dead). One forward pass
+    without gradients, in the model's current mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_tensor(x, "x", dtype="floating", finite=True)
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (batch, ...), got {tuple(x.shape)}")
+    x = check_model_input(model, x, "x")
+    names = {id(m): n for n, m in layer_modules(model)}
+    last: list[str | None] = [None]
+    out: dict[str, Tensor] = {}
+
+    def on_layer(module: nn.Module, inputs: Any, output: Any) -> None:
+        last[0] = names[id(module)]
+
+    def on_act(module: nn.Module, inputs: Any) -> None:
+        name, last[0] = last[0], None
+        z = inputs[0] if isinstance(inputs, tuple) and inputs else None
+        if name is None or name in out or not isinstance(z, Tensor) or z.dim() < 2:
+            return
+        positive = (z.detach() > 0).to(torch.float64)
+        out[name] = positive.mean(dim=[0] + list(range(2, z.dim())))
+
+    handles = [m.register_forward_hook(on_layer) for n, m in model.named_modules()
+               if id(m) in names]
+    handles += [m.register_forward_pre_hook(on_act) for m in model.modules()
+                if _kinds.kind_of_module(m) is not None]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def dead_units(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    """Per layer, a boolean mask of the units whose pre-activation is <= 0 on every input in ``x``.
+
+    For ReLU these are the dead units (output 0 and zero gradient on all of
+    ``x``); see :func:`active_fraction`, which this thresholds at 0.
+    """
+    return {name: frac == 0 for name, frac in active_fraction(model, x).items()}

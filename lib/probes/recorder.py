@@ -1,0 +1,559 @@
+"""The probe itself: hooks that record per-layer and per-parameter statistics.
+
+A *layer* is a module that owns parameters directly (Linear, Conv, Hugging
+Face's Conv1D, Embedding, an RNN/LSTM/GRU, a MultiheadAttention), other than
+a normalisation or activation module; every parameter of the model, layers'
+or not (norm layers' affine weights, a ViT's ``cls_token``), has its own row
+in :meth:`Recorder.parameters`. What is measured, and when:
+
+* **forward** (every pass inside the block, pooled): each layer's output at
+  the moment it is produced; the *pre-activation* (the input of the first
+  activation that runs after the layer, read in a forward *pre*-hook, so an
+  in-place ``nn.ReLU(inplace=True)`` cannot overwrite it first) and the
+  *activation* (that activation's output). Activations are recognised by the
+  registry :mod:`lib.activations.kinds` (PyTorch's, Hugging Face's, and any
+  registered there); functional calls (``torch.relu(x)``, ``F.gelu(x)``) are
+  recognised too while the model's forward runs.
+* **backward**, captured when autograd computes them (tensor hooks on each
+  layer output and parameter hooks), never read from ``.grad``: so
+  ``zero_grad()``, gradient accumulation and a forward-only block cannot
+  mislead. With several backward passes in the block, a gradient norm is the
+  root mean square of the per-pass norms,
+  :math:`\\sqrt{\\tfrac1P\\sum_p \\lVert g_p\\rVert^2}`; a module called several
+  times per pass has its calls' output gradients combined (``calls`` counts
+  them). No gradient at all is NaN, reported as such.
+* **non-finite** values are traced in forward order: the first layer whose
+  output holds NaN/Inf (``first_nonfinite``), and every parameter that holds them.
+* **through time**, for ``nn.RNN``/``nn.LSTM``/``nn.GRU``: the norm of the
+  gradient of the loss with respect to the input at each time step
+  (:meth:`Recorder.through_time`), whose smallest-to-largest ratio is
+  ``time_grad_ratio``.
+
+All sums are accumulated in float32 at least and float64 where needed
+(:mod:`lib.probes._moments`), whatever the model's dtype.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from lib import activations as _acts
+from lib._checks import check_bool, check_int, check_seed
+from lib.activations import kinds as _kinds
+from lib.probes import _moments
+from lib.probes._names import NORM_TYPES, abbreviate, role
+
+__all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "format_table"]
+
+_NAN = math.nan
+
+
+@dataclass
+class LayerStats:
+    """One row of a probe report: one layer (or one layer and direction of an RNN)."""
+
+    name: str
+    kind: str
+    activation: str | None
+    pre_mean: float
+    pre_std: float
+    act_mean: float
+    act_std: float
+    saturated: float
+    dead: float
+    weight_grad_norm: float
+    output_grad_norm: float
+    nonfinite: bool
+    weight_norm: float = _NAN
+    fan_in: int = 0
+    calls: int = 0
+    role: str = "weight"
+    feeds_norm: bool = False
+    frozen: bool = False
+    tied: tuple[str, ...] = ()
+    time_grad_ratio: float = _NAN
+    first_nonfinite: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ParamStats:
+    """One parameter tensor: its owner, role, size, norm and gradient norm."""
+
+    name: str
+    owner: str
+    role: str
+    shape: tuple[int, ...]
+    numel: int
+    requires_grad: bool
+    weight_norm: float
+    grad_norm: float
+    grad_passes: int
+    nonfinite: bool
+    tied: tuple[str, ...] = ()
+
+
+def _is_layer(module: nn.Module) -> bool:
+    own = [n for n, _ in module.named_parameters(recurse=False)]
+    if not own or isinstance(module, NORM_TYPES) or _kinds.kind_of_module(module) is not None:
+        return False
+    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
+        return True
+    return not any(True for _ in module.children())
+
+
+def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs a probe reports on, in registration order."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return [(n, m) for n, m in model.named_modules() if _is_layer(m)]
+
+
+def _fan_in(module: nn.Module) -> int:
+    w = getattr(module, "weight", None)
+    if isinstance(w, Tensor) and w.dim() >= 2:
+        if type(module).__name__ == "Conv1D":  # Hugging Face's transposed Linear
+            return int(w.shape[0])
+        return int(w[0].numel())
+    return 0
+
+
+def _first_tensor(x: Any) -> Tensor | None:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], Tensor):
+        return x[0]
+    return getattr(x, "last_hidden_state", None) if hasattr(x, "last_hidden_state") else None
+
+
+class _Grad:
+    """Per-pass sums of squares of one gradient; reports their RMS norm."""
+
+    __slots__ = ("passes", "bad")
+
+    def __init__(self) -> None:
+        self.passes: dict[int, float] = {}
+        self.bad = False  # a NaN/Inf entry was seen (NaN norm *with* a gradient recorded)
+
+    def add(self, pass_id: int, squares: float) -> None:
+        self.passes[pass_id] = self.passes.get(pass_id, 0.0) + squares
+        self.bad |= not math.isfinite(squares)
+
+    def norm(self) -> float:
+        if not self.passes:
+            return _NAN
+        return math.sqrt(sum(self.passes.values()) / len(self.passes))
+
+
+class _Slot:
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name, self.module, self.kind = name, module, type(module).__name__
+        self.activation: str | None = None
+        self.pre, self.act, self.out = _moments.Moments(), _moments.Moments(), _moments.Moments()
+        self.sat_count, self.sat_total = 0, 0
+        self.alive: Tensor | None = None
+        self.out_grad = _Grad()
+        self.calls = 0
+        self.paired_now = False
+        self.feeds_norm = False
+        self.nonfinite = False
+        self.nonfinite_at: int | None = None  # forward call index of the first NaN/Inf output
+        self.time_grads: list[Tensor] = []
+        self.samples: dict[str, list[Tensor]] = {"pre": [], "act": [], "grad": []}
+
+
+class _Functional(TorchFunctionMode):
+    """Sees functional activations (``torch.relu(x)``) called inside the model's forward."""
+
+    def __init__(self, rec: "Recorder") -> None:
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        rec = self.rec
+        kind = _kinds.kind_of_function(func) if rec._in_forward and not rec._in_act else None
+        if kind is None or not args or not isinstance(args[0], Tensor):
+            return func(*args, **kwargs)
+        rec._pre(kind, args[0])
+        out = func(*args, **kwargs)
+        rec._post(kind, out)
+        return out
+
+
+class Recorder:
+    """Collects statistics while attached; see :func:`watch` and the module docstring."""
+
+    def __init__(self, model: nn.Module, keep_samples: int = 0, *, functional: bool = True,
+                 seed: int = 0) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
+        if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+            raise TypeError("watch() needs the uncompiled module: a torch.compile'd model runs "
+                            "without hooks; watch model._orig_mod and call that instead")
+        self.keep_samples = check_int(keep_samples, "keep_samples", ge=0)
+        self.functional = check_bool(functional, "functional")
+        self._gen = torch.Generator().manual_seed(check_seed(seed))
+        self.model = model
+        self._slots = [_Slot(n, m) for n, m in layer_modules(model)]
+        self._by_module = {id(s.module): s for s in self._slots}
+        self._order: list[_Slot] = []
+        self._last: _Slot | None = None
+        self._last_out_id = 0
+        self._handles: list[Any] = []
+        self._active = False
+        self._mode: _Functional | None = None
+        self._in_forward = 0
+        self._in_act = 0
+        self._pass = 0  # forward passes of the whole model: a backward belongs to one
+        self._calls = 0  # forward calls of any layer, in order
+        self._act_of: dict[int, _kinds.Kind] = {}
+        self._pending_act: _Slot | None = None
+        # Every parameter once (tied ones share a row), with every name it goes by.
+        self._params: dict[int, tuple[str, str, str, nn.Parameter]] = {}
+        self._aliases: dict[int, list[str]] = {}
+        for mname, mod in model.named_modules(remove_duplicate=False):
+            for pname, p in mod.named_parameters(recurse=False):
+                full = f"{mname}.{pname}" if mname else pname
+                self._aliases.setdefault(id(p), [])
+                if full not in self._aliases[id(p)]:
+                    self._aliases[id(p)].append(full)
+                if id(p) not in self._params:
+                    self._params[id(p)] = (full, mname, role(mname, mod, pname), p)
+        self._pgrad: dict[int, _Grad] = {i: _Grad() for i in self._params}
+
+    # -- forward hooks ---------------------------------------------------------
+    def _root_pre(self, module: nn.Module, args: Any) -> None:
+        self._in_forward += 1
+        if self._in_forward == 1:
+            self._pass += 1
+
+    def _root_post(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._in_forward = max(self._in_forward - 1, 0)
+
+    def _layer_hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        out = _first_tensor(output)
+        if not self._active or out is None:
+            return
+        slot = self._by_module[id(module)]
+        if slot.calls == 0:
+            self._order.append(slot)
+        slot.calls += 1
+        self._calls += 1
+        if out.is_floating_point():
+            finite = slot.out.add(out)
+            if not finite and slot.nonfinite_at is None:
+                slot.nonfinite_at = self._calls
+            slot.nonfinite |= not finite
+        slot.paired_now = False
+        self._last, self._last_out_id = slot, id(out)
+        if out.requires_grad:
+            p = self._pass
+            out.register_hook(lambda g, s=slot, p=p: self._out_grad(s, p, g))
+
+    def _out_grad(self, slot: _Slot, pass_id: int, grad: Tensor) -> None:
+        if self._active:
+            slot.out_grad.add(pass_id, _moments.sum_squares(grad))
+            if self.keep_samples:
+                slot.samples["grad"] = [self._sample(grad)]
+
+    def _norm_pre(self, module: nn.Module, args: Any) -> None:
+        if self._active and self._last is not None and args and id(args[0]) == self._last_out_id:
+            self._last.feeds_norm = True
+
+    def _act_pre(self, module: nn.Module, args: Any) -> None:
+        self._in_act += 1
+        if args and isinstance(args[0], Tensor):
+            self._pre(self._act_of[id(module)], args[0])
+
+    def _act_post(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._in_act = max(self._in_act - 1, 0)
+        if isinstance(output, Tensor):
+            self._post(self._act_of[id(module)], output)
+
+    def _pre(self, kind: _kinds.Kind, z: Tensor) -> None:
+        slot = self._last
+        if not self._active or slot is None or slot.paired_now or not z.is_floating_point():
+            self._pending_act = None
+            return
+        slot.paired_now = True
+        slot.activation = kind.name
+        self._pending_act = slot
+        slot.pre.add(z)
+        thr = kind.saturation
+        if thr is not None:
+            slot.sat_count += int((z.detach().abs() > thr).sum())
+            slot.sat_total += z.numel()
+        if self.keep_samples:
+            slot.samples["pre"].append(self._sample(z))
+
+    def _post(self, kind: _kinds.Kind, output: Tensor) -> None:
+        slot, self._pending_act = self._pending_act, None
+        if slot is None:
+            return
+        self._last = None
+        _, alive = slot.act.add_with_units(output, kind.nonnegative)
+        if slot.alive is None or slot.alive.shape != alive.shape:
+            slot.alive = alive
+        else:
+            slot.alive = slot.alive | alive
+        if self.keep_samples:
+            slot.samples["act"].append(self._sample(output))
+
+    def _rnn_pre(self, module: nn.Module, args: Any) -> Any:
+        x = args[0] if args else None
+        if not self._active or not isinstance(x, Tensor) or not x.is_floating_point() \
+                or not torch.is_grad_enabled():
+            return None
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)  # so autograd computes dL/dx_t
+        time_dim = 1 if getattr(module, "batch_first", False) and x.dim() == 3 else 0
+        slot = self._by_module[id(module)]
+        dims = [d for d in range(x.dim()) if d != time_dim]
+
+        def on_grad(g: Tensor) -> None:
+            if self._active:
+                gd = g.detach().double()
+                slot.time_grads = [gd.pow(2).sum(dim=dims).sqrt()]
+
+        x.register_hook(on_grad)
+        return (x,) + tuple(args[1:])
+
+    def _param_grad(self, pid: int, grad: Tensor) -> None:
+        if self._active:
+            self._pgrad[pid].add(self._pass, _moments.sum_squares(grad))
+
+    def _sample(self, t: Tensor) -> Tensor:
+        """``keep_samples`` entries drawn uniformly at random (seeded) from ``t``."""
+        flat = t.detach().reshape(-1)
+        if flat.numel() == 0:
+            return flat.float().clone()
+        idx = torch.randint(flat.numel(), (min(self.keep_samples, flat.numel()),),
+                            generator=self._gen)
+        return flat[idx].float()
+
+    # -- lifecycle -------------------------------------------------------------
+    def attach(self) -> "Recorder":
+        if self._active:
+            raise RuntimeError("this recorder is already attached")
+        self._active = True
+        h = self._handles
+        h.append(self.model.register_forward_pre_hook(self._root_pre))
+        h.append(self.model.register_forward_hook(self._root_post, always_call=True))
+        for s in self._slots:
+            h.append(s.module.register_forward_hook(self._layer_hook))
+            if isinstance(s.module, nn.RNNBase):
+                h.append(s.module.register_forward_pre_hook(self._rnn_pre))
+        for m in self.model.modules():
+            kind = _kinds.kind_of_module(m)
+            if kind is not None:
+                self._act_of[id(m)] = kind
+                h.append(m.register_forward_pre_hook(self._act_pre))
+                h.append(m.register_forward_hook(self._act_post, always_call=True))
+            elif isinstance(m, NORM_TYPES):
+                h.append(m.register_forward_pre_hook(self._norm_pre))
+        for pid, (_, _, _, p) in self._params.items():
+            if p.requires_grad:
+                h.append(p.register_hook(lambda g, pid=pid: self._param_grad(pid, g)))
+        if self.functional:
+            self._mode = _Functional(self)
+            self._mode.__enter__()
+        return self
+
+    def detach(self) -> None:
+        self._active = False
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    @property
+    def hook_count(self) -> int:
+        """How many hooks are attached right now (0 after the ``with`` block)."""
+        return len(self._handles)
+
+    # -- results ---------------------------------------------------------------
+    def parameters(self) -> list[ParamStats]:
+        """One row per parameter tensor of the model (tied ones once, with their aliases)."""
+        rows = []
+        for pid, (name, owner, rl, p) in self._params.items():
+            wn = _moments.norm(p)
+            rows.append(ParamStats(name, owner, rl, tuple(p.shape), p.numel(), p.requires_grad,
+                                   wn, self._pgrad[pid].norm(), len(self._pgrad[pid].passes),
+                                   not math.isfinite(wn) or self._pgrad[pid].bad,
+                                   tuple(self._aliases[pid][1:])))
+        return rows
+
+    def coverage(self) -> float:
+        """Fraction of the model's parameter entries (each tensor once) in :meth:`parameters`."""
+        total = sum(p.numel() for p in self.model.parameters())
+        return sum(r.numel for r in self.parameters()) / total if total else 1.0
+
+    def through_time(self) -> dict[str, Tensor]:
+        """Per recurrent layer: the gradient norm with respect to the input at each time step."""
+        return {s.name: s.time_grads[-1] for s in self._order if s.time_grads}
+
+    def report(self) -> list[LayerStats]:
+        """One :class:`LayerStats` per layer that ran, in forward order."""
+        first = min((s.nonfinite_at for s in self._order if s.nonfinite_at is not None),
+                    default=None)
+        rows: list[LayerStats] = []
+        ran = {id(s) for s in self._order}
+        silent = [s for s in self._slots if id(s) not in ran]
+        order: list[_Slot] = []
+        for s in self._order:
+            order.append(s)
+            # A child layer its parent uses without calling it (MultiheadAttention.out_proj).
+            order += [c for c in silent if c.name.startswith(s.name + ".")
+                      and any(self._pgrad[id(p)].passes for p in c.module.parameters(recurse=False))]
+        for s in order:
+            own = {pn: p for pn, p in s.module.named_parameters(recurse=False)}
+            groups = _weight_groups(s.module, own)
+            for suffix, names in groups:
+                pids = [id(own[n]) for n in names]
+                gs = [self._pgrad[i] for i in pids if i in self._pgrad]
+                sq = [g.norm() ** 2 for g in gs if g.passes]
+                wg = math.sqrt(sum(sq)) if sq else _NAN
+                wn = math.sqrt(sum(_moments.sum_squares(own[n]) for n in names))
+                frozen = not any(own[n].requires_grad for n in names)
+                tied = tuple(a for i in pids for a in self._aliases.get(i, [])
+                             if not a.startswith(f"{s.name}.") and a.rsplit(".", 1)[0] != s.name)
+                bad = any(g.bad for g in gs)
+                rows.append(self._row(s, suffix, wg, wn, frozen, tied, first, len(groups) > 1,
+                                      suffix == groups[-1][0], bad))
+        return rows
+
+    def _row(self, s: _Slot, suffix: str, wg: float, wn: float, frozen: bool,
+             tied: tuple[str, ...], first: int | None, split: bool, top: bool,
+             bad_grad: bool) -> LayerStats:
+        # An RNN's output is its top layer's: the forward columns go on that row only.
+        show = top or not split
+        if s.act.n and show:
+            pm, ps = s.pre.mean_std()
+            am, as_ = s.act.mean_std()
+            units = s.alive.numel() if s.alive is not None else 0
+            dead = (units - int(s.alive.sum())) / units if units else _NAN
+        elif show:
+            (pm, ps), (am, as_), dead = s.out.mean_std(), (_NAN, _NAN), _NAN
+        else:
+            pm = ps = am = as_ = dead = _NAN
+        sat = s.sat_count / s.sat_total if s.sat_total and show else _NAN
+        og = s.out_grad.norm() if show else _NAN
+        nonfinite = s.nonfinite or (show and s.out_grad.bad) or not math.isfinite(wn) or bad_grad
+        ratio = _NAN
+        if s.time_grads and show:
+            tg = s.time_grads[-1]
+            ratio = float(tg.min() / tg.max()) if float(tg.max()) > 0 else _NAN
+        rl = "weight"
+        w = getattr(s.module, "weight", None)
+        if isinstance(w, Tensor):
+            rl = role(s.name, s.module, "weight")
+        elif isinstance(s.module, nn.MultiheadAttention):
+            rl = "qkv"
+        elif isinstance(s.module, nn.RNNBase):
+            rl = "recurrent"
+        return LayerStats(s.name + suffix, s.kind, s.activation if show else None, pm, ps, am,
+                          as_, sat, dead, wg, og, bool(nonfinite), wn, _fan_in(s.module),
+                          s.calls, rl, s.feeds_norm, frozen, tied, ratio,
+                          first is not None and s.nonfinite_at == first)
+
+    def samples(self, name: str) -> dict[str, Tensor]:
+        """Kept values (``keep_samples`` > 0) of layer ``name``: pre, act and grad."""
+        for s in self._slots:
+            if s.name == name:
+                return {k: torch.cat(v) if v else torch.empty(0) for k, v in s.samples.items()}
+        raise ValueError(f"no layer named {name!r}; layers: {', '.join(s.name for s in self._slots)}")
+
+    def column(self, field: str) -> list[Any]:
+        """One column of the report, e.g. ``rec.column('weight_grad_norm')``."""
+        valid = list(LayerStats.__dataclass_fields__)
+        if field not in valid:
+            raise ValueError(f"unknown column {field!r}; columns: {', '.join(valid)}")
+        return [getattr(r, field) for r in self.report()]
+
+    def table(self, width: int = 24) -> str:
+        """The report as a fixed-width text table (paths abbreviated from the left)."""
+        return format_table(self.report(), width=width)
+
+
+def _weight_groups(module: nn.Module, own: dict[str, Tensor]) -> list[tuple[str, list[str]]]:
+    """Rows of one layer: ('', [its weight]) or, for an RNN, one per layer and direction."""
+    if isinstance(module, nn.RNNBase):
+        groups = []
+        for layer in range(module.num_layers):
+            for sfx in ([""] + (["_reverse"] if module.bidirectional else [])):
+                tag = f"l{layer}{sfx}"
+                names = [n for n in own if n.endswith(tag) and n.startswith("weight")]
+                groups.append((f"[{tag}]", names))
+        return groups
+    if "weight" in own:
+        return [("", ["weight"])]
+    weights = [n for n in own if "weight" in n] or list(own)
+    return [("", weights)]
+
+
+def format_table(rows: Any, width: int = 24) -> str:
+    """A fixed-width text table of report rows; module paths abbreviated from the left."""
+    message = "rows must be a list of LayerStats, as Recorder.report() returns"
+    if isinstance(rows, (str, bytes)):
+        raise TypeError(message)
+    try:
+        rows = list(rows)
+    except TypeError:
+        raise TypeError(message) from None
+    if not all(isinstance(r, LayerStats) for r in rows):
+        raise TypeError(message)
+    width = check_int(width, "width", ge=8)
+    names = abbreviate([r.name for r in rows], width)
+    w = max([len(n) for n in names] + [5]) + 1
+    head = (f"{'layer':<{w}}{'act':<9}{'pre std':>9}{'act std':>9}{'sat':>6}{'dead':>6}"
+            f"{'|dL/dW|':>10}{'|dL/dout|':>10}  nan")
+    lines = [head, "-" * len(head)]
+
+    def f(v: float, spec: str) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-".rjust(int(spec.split(".")[0]))
+        return format(v, spec)
+
+    for n, r in zip(names, rows):
+        mark = "YES" if r.nonfinite else "no"
+        lines.append(f"{n:<{w}}{(r.activation or '-')[:8]:<9}{f(r.pre_std, '9.3g')}"
+                     f"{f(r.act_std, '9.3g')}{f(r.saturated, '6.0%')}{f(r.dead, '6.0%')}"
+                     f"{f(r.weight_grad_norm, '10.2e')}{f(r.output_grad_norm, '10.2e')}  {mark}"
+                     + (" (tied)" if r.tied else ""))
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def watch(model: nn.Module, *, keep_samples: int = 0, functional: bool = True,
+          seed: int = 0) -> Iterator[Recorder]:
+    """Attach probes to ``model`` for the duration of the block.
+
+    Args:
+        model: any ``nn.Module`` (not a ``torch.compile`` wrapper: watch its ``_orig_mod``).
+        keep_samples: > 0 keeps that many values per layer and pass, drawn uniformly at
+            random (seeded by ``seed``), of the pre-activations, activations and output
+            gradients, for histograms.
+        functional: also recognise functional activations (``torch.relu(x)``).
+
+    Examples:
+        >>> with watch(model) as rec:
+        ...     loss_fn(model(x), y).backward()
+        >>> print(rec.table())
+    """
+    rec = Recorder(model, keep_samples=keep_samples, functional=functional, seed=seed)
+    rec.attach()
+    try:
+        yield rec
+    finally:
+        rec.detach()
