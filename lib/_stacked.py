@@ -64,12 +64,17 @@ class _Group:
         k = len(models)
         self.names = [n for n, _ in self.template.named_parameters()]
         self.bnames = [n for n, _ in self.template.named_buffers()]
+        self.mlp = _mlp_ok(self.template)
+        # The fast path keeps Linear weights as (K, in, out), contiguous: h @ W needs no
+        # transpose, and the gradient lands in the parameter's own layout (no copy).
+        self.transposed = {f"{n}.weight" for n, m in self.template.named_modules()
+                           if isinstance(m, nn.Linear)} if self.mlp else set()
         with torch.no_grad():
-            self.P = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
-                      .clone().requires_grad_() for n in self.names}
+            self.P = {n: torch.stack([self._layout(n, dict(m.named_parameters())[n].detach())
+                                      for m in models]).contiguous().requires_grad_()
+                      for n in self.names}
             self.B = {n: torch.stack([dict(m.named_buffers())[n] for m in models]).clone()
                       for n in self.bnames}
-        self.mlp = _mlp_ok(self.template)
         self.lrs = torch.tensor(lrs, dtype=torch.float64)
         self.alive = torch.ones(k, dtype=torch.bool)
         self.state: dict[str, list[Tensor]] = {}
@@ -78,11 +83,13 @@ class _Group:
         self.layer_w = [f"{n}.weight" for n, _ in layers]
         self.dead: list[Tensor] = []
 
+    def _layout(self, name: str, t: Tensor) -> Tensor:
+        return t.T if name in self.transposed else t
+
     # -- forward -------------------------------------------------------------
     def _lin(self, h: Tensor, prefix: str) -> Tensor:
-        w, b = self.P[f"{prefix}.weight"], self.P.get(f"{prefix}.bias")
-        return torch.bmm(h, w.transpose(1, 2)) if b is None else \
-            torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        w, b = self.P[f"{prefix}.weight"], self.P.get(f"{prefix}.bias")  # w: (K, in, out)
+        return torch.bmm(h, w) if b is None else torch.baddbmm(b.unsqueeze(1), h, w)
 
     def _norm(self, z: Tensor, prefix: str, mod: nn.Module | None, training: bool) -> Tensor:
         if mod is None:
@@ -164,11 +171,14 @@ class _Group:
         out: dict[str, Tensor] = {"loss": loss.detach().double()}
         self.alive &= torch.isfinite(out["loss"])
         mask = self.alive
+        all_alive = bool(mask.all())
         with torch.no_grad():
             # A diverged member keeps its last finite weights, as train stops before the step.
-            grads = [torch.where(mask.view(-1, *[1] * (p.dim() - 1)), p.grad, 0.0)
-                     if p.grad is not None else torch.zeros_like(p) for p in params]
-            norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).double()
+            grads = [torch.zeros_like(p) if p.grad is None else p.grad if all_alive
+                     else torch.where(mask.view(-1, *[1] * (p.dim() - 1)), p.grad, 0.0)
+                     for p in params]
+            norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1)
+                                 for g in grads]).double()
             total = norms.norm(dim=0)
             out["grad_norm"] = torch.where(mask, total, math.nan)
             if cfg.clip_norm is not None:
@@ -191,9 +201,10 @@ class _Group:
             p.grad = None
         return out
 
-    def _update(self, params: list[Tensor], grads: list[Tensor], lr: Tensor) -> None:
+    def _update(self, params: list[Tensor], grads: list[Tensor], lr64: Tensor) -> None:
         cfg = self.cfg
         self.t += 1
+        lr = lr64.to(params[0].dtype)
         for i, (p, g) in enumerate(zip(params, grads)):
             shape = (-1, *[1] * (p.dim() - 1))
             if cfg.weight_decay:
@@ -203,7 +214,7 @@ class _Group:
                     vs = self.state.setdefault("v", [None] * len(params))  # type: ignore[list-item]
                     vs[i] = g.clone() if vs[i] is None else vs[i].mul_(cfg.momentum).add_(g)
                     g = vs[i]
-                p.sub_(lr.to(p.dtype).view(shape) * g)
+                p.sub_(lr.view(shape) * g)
             else:
                 b1, b2 = 0.9, 0.999
                 if "m" not in self.state:
@@ -213,7 +224,7 @@ class _Group:
                 m.lerp_(g, 1 - b1)
                 s.mul_(b2).addcmul_(g, g, value=1 - b2)
                 denom = (s.sqrt() / math.sqrt(1 - b2 ** self.t)).add_(1e-8)
-                step = (lr / (1 - b1 ** self.t)).to(p.dtype).view(shape)
+                step = (lr / (1 - b1 ** self.t)).view(shape)
                 p.sub_(step * m / denom)
 
     @torch.no_grad()
@@ -229,7 +240,7 @@ class _Group:
     def write_back(self) -> None:
         for k, m in enumerate(self.models):
             for n, p in m.named_parameters():
-                p.copy_(self.P[n][k])
+                p.copy_(self._layout(n, self.P[n][k]))
             for n, b in m.named_buffers():
                 b.copy_(self.B[n][k])
 
