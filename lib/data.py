@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from lib import seeds as _seeds
+from lib._checks import check_bool, check_int, check_number, check_seed
 
 __all__ = ["Dataset", "digits", "spirals", "teacher", "mnist1d", "mnist1d_cache_dir"]
 
@@ -59,18 +60,31 @@ class Dataset:
                 f"test {tuple(self.x_test.shape)}, classes={self.n_classes})")
 
 
-def _check(test_fraction: float, seed: int) -> None:
-    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+def _check(test_fraction: float, seed: int) -> float:
+    test_fraction = check_number(test_fraction, "test_fraction", gt=0, lt=1)
+    check_seed(seed)
+    return test_fraction
+
+
+#: The fewest training examples a split leaves (standardising needs a spread).
+MIN_TRAIN = 2
+
+
+def _n_test(n: int, test_fraction: float) -> int:
+    """Test-split size for ``n`` examples; ValueError if either split would be too small."""
+    n_test = max(1, int(round(test_fraction * n)))
+    if n - n_test < MIN_TRAIN:
+        raise ValueError(
+            f"test_fraction={test_fraction:g} of {n} examples leaves {n - n_test} for training; "
+            f"at least {MIN_TRAIN} are needed (use a smaller test_fraction or more examples)")
+    return n_test
 
 
 def _split(x: Tensor, y: Tensor, test_fraction: float, seed: int, standardize: bool,
            name: str) -> Dataset:
     g = torch.Generator().manual_seed(_seeds.stream(seed, "split"))
     perm = torch.randperm(x.shape[0], generator=g)
-    n_test = max(1, int(round(test_fraction * x.shape[0])))
+    n_test = _n_test(x.shape[0], test_fraction)
     te, tr = perm[:n_test], perm[n_test:]
     x_tr, x_te = x[tr], x[te]
     if standardize:
@@ -82,10 +96,16 @@ def _split(x: Tensor, y: Tensor, test_fraction: float, seed: int, standardize: b
 
 
 def digits(*, test_fraction: float = 0.25, seed: int = 0, standardize: bool = True) -> Dataset:
-    """The 8x8 digits bundled with scikit-learn, split and (by default) standardised."""
-    _check(test_fraction, seed)
-    if not isinstance(standardize, bool):
-        raise TypeError(f"standardize must be a bool, got {type(standardize).__name__}")
+    """The 8x8 digits bundled with scikit-learn, split and (by default) standardised.
+
+    Args:
+        test_fraction: the share of the 1,797 images held out, in (0, 1); both
+            splits must keep examples (at most 1,795 test images).
+        seed: an int >= 0; it seeds the split.
+        standardize: scale each pixel to mean 0, std 1 with training statistics.
+    """
+    test_fraction = _check(test_fraction, seed)
+    check_bool(standardize, "standardize")
     table = _digits_table()
     x = torch.tensor(table[:, :-1], dtype=torch.float32)
     y = torch.tensor(table[:, -1], dtype=torch.int64)
@@ -112,17 +132,27 @@ def _digits_table() -> np.ndarray:
 
 def spirals(n: int = 1000, *, classes: int = 3, noise: float = 0.2, turns: float = 1.5,
             test_fraction: float = 0.25, seed: int = 0) -> Dataset:
-    """``classes`` interleaved spiral arms in 2-D, ``n`` points in total."""
-    _check(test_fraction, seed)
+    r"""``classes`` interleaved spiral arms in 2-D, ``n`` points in total.
+
+    Point :math:`i` of class :math:`c` has radius :math:`r \sim U(0, 1)` and angle
+    :math:`\theta = 2\pi (t r + c / C)` (:math:`t` = ``turns``, :math:`C` = ``classes``),
+    plus Gaussian noise of standard deviation ``noise * r / 2`` per coordinate.
+
+    Args:
+        n: points in total, an int >= 2 * classes.
+        classes: an int >= 2.
+        noise: a finite number >= 0.
+        turns: a finite number.
+        test_fraction: the held-out share, in (0, 1).
+        seed: an int >= 0.
+    """
+    test_fraction = _check(test_fraction, seed)
     # classes first: the check of n uses it.
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-        raise ValueError(f"classes must be an int >= 2, got {classes!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2 * classes:
-        raise ValueError(f"n must be an int >= 2 * classes ({2 * classes}), got {n!r}")
-    if not isinstance(noise, (int, float)) or noise < 0:
-        raise ValueError(f"noise must be a number >= 0, got {noise!r}")
-    if isinstance(turns, bool) or not isinstance(turns, (int, float)) or not math.isfinite(turns):
-        raise ValueError(f"turns must be a finite number, got {turns!r}")
+    classes = check_int(classes, "classes", ge=2)
+    n = check_int(n, "n", ge=2 * classes)
+    noise = check_number(noise, "noise", ge=0)
+    turns = check_number(turns, "turns")
+    _n_test(n, test_fraction)
     g = torch.Generator().manual_seed(_seeds.stream(seed, "spirals"))
     y = torch.arange(n) % classes
     r = torch.rand(n, generator=g)
@@ -134,11 +164,23 @@ def spirals(n: int = 1000, *, classes: int = 3, noise: float = 0.2, turns: float
 
 def teacher(n: int = 2000, *, in_features: int = 16, depth: int = 3, width: int = 64,
             test_fraction: float = 0.25, seed: int = 0) -> Dataset:
-    """Regression on the outputs of a random tanh "teacher" network (targets of shape (n, 1))."""
-    _check(test_fraction, seed)
-    for name, v in (("n", n), ("in_features", in_features), ("depth", depth), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    r"""Regression on the outputs of a random tanh "teacher" network (targets of shape (n, 1)).
+
+    .. math:: y = \operatorname{standardise}\big(v^\top \tanh(W_L \cdots \tanh(W_1 x))\big),
+        \qquad x \sim N(0, I),\ W_l \sim N(0, 1/n_{l-1})
+
+    Args:
+        n: examples, an int >= 3 (two to train on, one to test, and a spread to
+            standardise the targets by).
+        in_features, depth, width: ints >= 1.
+        test_fraction: the held-out share, in (0, 1).
+        seed: an int >= 0.
+    """
+    test_fraction = _check(test_fraction, seed)
+    n = check_int(n, "n", ge=MIN_TRAIN + 1)
+    for name, v in (("in_features", in_features), ("depth", depth), ("width", width)):
+        check_int(v, name, ge=1)
+    _n_test(n, test_fraction)
     g = torch.Generator().manual_seed(_seeds.stream(seed, "teacher"))
     x = torch.randn(n, in_features, generator=g)
     h = x
