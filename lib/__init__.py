@@ -16,5 +16,6 @@ Modules, lowest first (a module imports only those above it in this list):
 * :mod:`lib.diagnose` - plain-language diagnosis of a probe report
 * :mod:`lib.plots` - the house figure style
 * :mod:`lib.notebook` - the numeric and figure set-up every chapter runs first
+* :mod:`lib.interactive` - interactive figures (Vega-Lite) drawn from precomputed grids
 """
 __version__ = "0.1.0"
