@@ -8,6 +8,7 @@ Modules, lowest first (a module imports only those above it in this list):
 * :mod:`lib.activations` - activations and their closed-form derivatives
 * :mod:`lib.data` - small data sets that ship with the packages (no download)
 * :mod:`lib.init` - initialisers and the variance theory that predicts them
+* :mod:`lib.meanfield` - length and correlation maps, depth scales, stacked random nets
 * :mod:`lib.networks` - MLP and RNN builders with readable layer names
 * :mod:`lib.probes` - per-layer gradient-flow statistics for any ``nn.Module``
 * :mod:`lib.training` - a seeded training loop that records gradient flow
