@@ -72,7 +72,7 @@ from lib._checks import check_int, check_number
 
 __all__ = ["gauss_expect", "q_map", "c_map", "q_fixed_point", "c_fixed_point", "chi1",
            "DepthScales", "depth_scales", "q_trajectory", "c_trajectory", "StackedMLP",
-           "stacked_mlp", "train_stacked", "correlation"]
+           "stacked_mlp", "StackedRun", "train_stacked", "correlation"]
 
 _NODES = 64
 
