@@ -255,7 +255,8 @@ def check_model_input(model: nn.Module, x: Any, name: str = "x") -> Tensor:
     w = getattr(first, "weight", None)
     if w is None and isinstance(first, nn.RNNBase):
         w = first.all_weights[0][0]
-    if isinstance(w, Tensor) and w.is_floating_point() and not isinstance(w, nn.parameter.UninitializedParameter):
+    lazy = isinstance(w, nn.parameter.UninitializedParameter)
+    if isinstance(w, Tensor) and w.is_floating_point() and not lazy:
         if x.dtype != w.dtype:
             raise TypeError(f"{name} must have the model's dtype {w.dtype}, got {x.dtype} "
                             f"(convert with {name}.to({w.dtype}))")

@@ -1,0 +1,120 @@
+"""Build the book exactly as ``jupyter-book build -W --keep-going .``, on several cores.
+
+    python scripts/build_book.py [--jobs 2] [jupyter-book build options...]
+
+Jupyter Book 1's command line has no ``-j``, although its ``build_sphinx``
+takes ``jobs`` and passes it to Sphinx. Sphinx then reads (and myst-nb
+executes) the notebooks in that many forked processes: two notebooks run at
+once on a two-core machine, with ``-W`` and ``raise_on_error`` as before, and
+the executed pages are merged back, glue values included. This script calls
+Jupyter Book's own ``build`` command with ``jobs`` set, plus two adjustments:
+
+* ``sphinx_jupyterbook_latex`` and ``sphinx_multitoc_numbering`` (loaded by
+  Jupyter Book) do not declare whether they are parallel-safe, so Sphinx
+  would warn and fall back to one process. Both are safe for HTML: the first
+  only acts on the LaTeX builder, the second renumbers sections in the main
+  process after all pages are read. They are declared safe here.
+* Sphinx splits the pages into ``jobs`` fixed chunks in alphabetical order,
+  so one process would get chapters 1-8 and the other the light pages. Here
+  each page is its own chunk and the heaviest (largest source) start first,
+  so the cores stay busy until the end.
+
+Every build executes every notebook afresh (``execute_notebooks: force`` in
+``_config.yml``; the Makefile also clears ``_build`` first).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+UNDECLARED = ("sphinx_jupyterbook_latex", "sphinx_multitoc_numbering")
+
+
+def _declare_parallel_safe(module_name: str) -> None:
+    mod = importlib.import_module(module_name)
+    original = mod.setup
+
+    def setup(app: Any) -> dict:
+        meta = original(app) or {}
+        return {**meta, "parallel_read_safe": True, "parallel_write_safe": True}
+
+    mod.setup = setup
+
+
+def _cost(docname: str) -> int:
+    for suffix in (".md", ".ipynb", ".rst"):
+        path = ROOT / f"{docname}{suffix}"
+        if path.is_file():
+            return path.stat().st_size
+    return 0
+
+
+def balanced_chunks(docnames: Sequence[str], nproc: int, maxbatch: int = 10) -> list[list[str]]:
+    """One page per chunk, heaviest first.
+
+    Sphinx starts the first ``nproc`` chunks at once and then takes waiting
+    chunks last-in first-out (``ParallelTasks`` pops its waiting dict), so the
+    rest is listed lightest first to be started heaviest first.
+    """
+    order = sorted(docnames, key=_cost, reverse=True)
+    head, rest = order[:nproc], order[nproc:]
+    return [[d] for d in head + rest[::-1]]
+
+
+def _build_and_report(build_sphinx: Any, *args: Any, **kwargs: Any) -> Any:
+    """Jupyter Book's ``build_sphinx``; on a failure in a worker, print the worker's traceback.
+
+    A page read in a worker process that fails (a cell raising, with
+    ``raise_on_error``) comes back as a ``SphinxParallelError`` whose message is
+    only the page's path; the failing cell and its traceback are in the
+    worker's traceback, printed here.
+    """
+    from sphinx.errors import SphinxParallelError
+
+    result = build_sphinx(*args, **kwargs)
+    err = result
+    while isinstance(err, BaseException):
+        if isinstance(err, SphinxParallelError):
+            print(f"\n--- traceback of the failed page (worker process) ---\n{err.traceback}",
+                  file=sys.stderr)
+            break
+        err = err.__cause__ or err.__context__
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", "-j", type=int, default=int(os.environ.get("JOBS", "2")),
+                    help="processes reading (executing) pages at once (default: $JOBS or 2)")
+    args, rest = ap.parse_known_args(argv)
+    if args.jobs < 1:
+        ap.error("--jobs must be >= 1")
+
+    for name in UNDECLARED:
+        _declare_parallel_safe(name)
+    import sphinx.builders
+
+    sphinx.builders.make_chunks = balanced_chunks  # type: ignore[assignment]
+    from jupyter_book import sphinx as jb_sphinx
+    from jupyter_book.cli import main as jb_main
+
+    # The build command imports build_sphinx from jupyter_book.sphinx when it runs.
+    jb_sphinx.build_sphinx = functools.partial(_build_and_report, jb_sphinx.build_sphinx,
+                                               jobs=args.jobs)
+    build_args = ["build", *(rest or ["-W", "--keep-going", str(ROOT)])]
+    try:
+        jb_main.main(build_args, standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
