@@ -10,6 +10,8 @@ Modules, lowest first (a module imports only those above it in this list):
 * :mod:`lib.init` - initialisers and the variance theory that predicts them
 * :mod:`lib.meanfield` - length and correlation maps, depth scales, stacked random nets
 * :mod:`lib.networks` - MLP and RNN builders with readable layer names
+* :mod:`lib.architectures` - residual CNNs and transformers of today, many seeds at once
+* :mod:`lib.recurrent` - gradients through time in recurrent networks
 * :mod:`lib.probes` - per-layer gradient-flow statistics for any ``nn.Module``
 * :mod:`lib.training` - a seeded training loop that records gradient flow
 * :mod:`lib._stacked` - the batched engine of lib.population (private)
