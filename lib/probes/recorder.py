@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
@@ -79,6 +80,7 @@ class LayerStats:
     tied: tuple[str, ...] = ()
     time_grad_ratio: float = _NAN
     first_nonfinite: bool = False
+    numel: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +120,8 @@ def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _fan_in(module: nn.Module) -> int:
+    if isinstance(module, nn.MultiheadAttention):
+        return int(module.embed_dim)
     w = getattr(module, "weight", None)
     if isinstance(w, Tensor) and w.dim() >= 2:
         if type(module).__name__ == "Conv1D":  # Hugging Face's transposed Linear
@@ -207,7 +211,7 @@ class Recorder:
         self._by_module = {id(s.module): s for s in self._slots}
         self._order: list[_Slot] = []
         self._last: _Slot | None = None
-        self._last_out_id = 0
+        self._last_out: Any = None  # weak reference to the last layer output
         self._handles: list[Any] = []
         self._active = False
         self._mode: _Functional | None = None
@@ -254,7 +258,7 @@ class Recorder:
                 slot.nonfinite_at = self._calls
             slot.nonfinite |= not finite
         slot.paired_now = False
-        self._last, self._last_out_id = slot, id(out)
+        self._last, self._last_out = slot, weakref.ref(out)
         if out.requires_grad:
             p = self._pass
             out.register_hook(lambda g, s=slot, p=p: self._out_grad(s, p, g))
@@ -266,7 +270,8 @@ class Recorder:
                 slot.samples["grad"] = [self._sample(grad)]
 
     def _norm_pre(self, module: nn.Module, args: Any) -> None:
-        if self._active and self._last is not None and args and id(args[0]) == self._last_out_id:
+        if self._active and self._last is not None and args and self._last_out is not None \
+                and args[0] is self._last_out():
             self._last.feeds_norm = True
 
     def _act_pre(self, module: nn.Module, args: Any) -> None:
@@ -429,8 +434,10 @@ class Recorder:
                 tied = tuple(a for i in pids for a in self._aliases.get(i, [])
                              if not a.startswith(f"{s.name}.") and a.rsplit(".", 1)[0] != s.name)
                 bad = any(g.bad for g in gs)
-                rows.append(self._row(s, suffix, wg, wn, frozen, tied, first, len(groups) > 1,
-                                      suffix == groups[-1][0], bad))
+                row = self._row(s, suffix, wg, wn, frozen, tied, first, len(groups) > 1,
+                                suffix == groups[-1][0], bad)
+                row.numel = sum(own[n].numel() for n in names)
+                rows.append(row)
         return rows
 
     def _row(self, s: _Slot, suffix: str, wg: float, wn: float, frozen: bool,

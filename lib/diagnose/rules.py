@@ -1,0 +1,389 @@
+r"""The rules: from a probe report to a verdict per layer and for the model.
+
+Every gradient criterion is *relative*, so it does not depend on the size of
+the layers, on a sum- or mean-reduced loss, or on the learning rate. The
+reference is the top of the network's body, row :math:`r`: the last layer
+before the output layer (in forward order) that the rule applies to. For a
+layer :math:`l` with weight :math:`W_l`, output gradient
+:math:`\delta_l = \partial L/\partial h_l` and weight gradient :math:`g_l`:
+
+.. math::
+
+    s_l = \frac{\lVert\delta_l\rVert}{\lVert\delta_r\rVert} \quad\text{(backward signal)},
+    \qquad
+    u_l = \frac{\lVert g_l\rVert / \lVert W_l\rVert}{\lVert g_r\rVert / \lVert W_r\rVert}
+    \quad\text{(relative update size under SGD)},
+    \qquad
+    \gamma_l = \frac{\lVert W_l\rVert}{\sqrt{\mathrm{numel}(W_l)}}\sqrt{\mathrm{fan\_in}_l}
+    \quad\text{(gain)}.
+
+Both ratios cancel a loss's scale (sum versus mean) and the learning rate.
+
+* **non-finite** - NaN/Inf in the forward pass, traced to the first layer that
+  produced it (and the parameters that hold it); NaN only in the backward pass,
+  to the last layer in forward order whose gradient holds it.
+* **no-gradient** - trainable layers that received no gradient (no backward
+  pass in the probe, ``torch.no_grad``, or layers the loss does not use).
+* **exploding** - :math:`s_l` or :math:`u_l` above ``exploding_ratio``.
+* **dead** / **saturated** - more than ``dead_fraction`` of a layer's units
+  output zero on the whole batch / more than ``saturated_fraction`` of its
+  bounded activation's inputs lie where the derivative is below 5 % of its peak.
+* **large-weights** - gain :math:`\gamma_l` above ``large_gain`` (He's is
+  :math:`\sqrt2`, PyTorch's default :math:`1/\sqrt3`, GPT-2's :math:`0.02\sqrt{d}`).
+* **vanishing** - :math:`s_l` or :math:`u_l` below ``vanishing_ratio``; for a
+  recurrent layer, also the gradient reaching its earliest input step below
+  ``time_ratio`` times the largest (vanishing through time).
+
+Two kinds of layer are exempt where their scale means nothing. A layer that
+*feeds a normalisation layer* directly (a conv before BatchNorm) is
+scale-invariant: its weight scale changes neither the output nor the
+gradient's direction, so neither :math:`u_l` nor the gain is judged, and
+"shrink its weights" is never advised. Attention's *query and key*
+projections get tiny gradients at initialisation by design (the softmax of
+near-zero logits is flat), so :math:`s_l` and :math:`u_l` are not judged for them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from lib import probes as _probes
+from lib._checks import check_number
+from lib.activations import kinds as _kinds
+from lib.diagnose.advice import (FIX, FIX_VANISHING_BOUNDED, FIX_VANISHING_NORM,
+                                 FIX_VANISHING_TIME, KINDS, LABELS, SEE_ALSO)
+
+__all__ = ["Thresholds", "Issue", "LayerVerdict", "Diagnosis", "diagnose"]
+
+_ATTENTION = ("query", "key")
+_GAIN_ROLES = ("weight", "query", "key", "qkv")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The numbers behind the rules (see the module docstring)."""
+
+    vanishing_ratio: float = 1e-3
+    exploding_ratio: float = 1e3
+    saturated_fraction: float = 0.5
+    dead_fraction: float = 0.3
+    large_gain: float = 3.0
+    time_ratio: float = 1e-3
+    norm_scale: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("vanishing_ratio", "exploding_ratio", "large_gain", "time_ratio",
+                     "norm_scale"):
+            check_number(getattr(self, name), f"Thresholds.{name}", gt=0)
+        for name in ("saturated_fraction", "dead_fraction"):
+            v = check_number(getattr(self, name), f"Thresholds.{name}", ge=0)
+            if v >= 1:
+                raise ValueError(f"Thresholds.{name} must be a fraction in [0, 1), got {v!r}")
+        if self.vanishing_ratio >= self.exploding_ratio:
+            raise ValueError("Thresholds.vanishing_ratio must be below exploding_ratio")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem: what, where, the evidence, the fix, and the chapter label to read."""
+
+    kind: str
+    layers: tuple[str, ...]
+    evidence: str
+    fix: str
+    chapter: str
+    see_also: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """A few lines of plain language."""
+        from lib.diagnose.advice import CHAPTERS, _chapter  # noqa: F401 - titles and urls
+
+        title, url = _chapter(self.chapter)
+        also = f" (see also {', '.join(self.see_also)})" if self.see_also else ""
+        return (f"{self.kind.upper()} in {_span(self.layers)}: {self.evidence}\n"
+                f"    fix: {self.fix}\n"
+                f"    read: {self.chapter}, \"{title}\" {url}{also}")
+
+
+@dataclass(frozen=True)
+class LayerVerdict:
+    """One layer's numbers and verdict; ``note`` says which rules do not apply, and why."""
+
+    name: str
+    kind: str
+    activation: str | None
+    weight_grad_norm: float
+    relative_grad: float
+    relative_signal: float
+    saturated: float
+    dead: float
+    nonfinite: bool
+    flags: tuple[str, ...]
+    gain: float = math.nan
+    time_grad_ratio: float = math.nan
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """The layer's problems joined by ``+``, or ``"healthy"``."""
+        return "+".join(self.flags) if self.flags else "healthy"
+
+
+@dataclass
+class Diagnosis:
+    """What :func:`diagnose` found: per-layer verdicts and the model's issues (worst first)."""
+
+    issues: list[Issue]
+    layers: list[LayerVerdict]
+    report: list[_probes.LayerStats]
+    gradient_ratio: float
+    signal_ratio: float
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    loss: float = math.nan
+    parameters: list[_probes.ParamStats] = field(default_factory=list)
+    coverage: float = math.nan
+
+    @property
+    def healthy(self) -> bool:
+        return not self.issues
+
+    @property
+    def labels(self) -> list[str]:
+        """The kinds of problem found, most severe first; empty when healthy."""
+        return [i.kind for i in self.issues]
+
+    @property
+    def primary(self) -> str:
+        return self.issues[0].kind if self.issues else "healthy"
+
+    @property
+    def chapters(self) -> list[str]:
+        return [i.chapter for i in self.issues]
+
+    def issue(self, kind: str) -> Issue | None:
+        """The issue of that kind, or None."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        return next((i for i in self.issues if i.kind == kind), None)
+
+    def summary(self) -> str:
+        """The verdict in plain language, with fixes and chapters to read."""
+        ratio = (f"first/top weight-update ratio {_num(self.gradient_ratio)}, "
+                 f"first/top backward-signal ratio {_num(self.signal_ratio)}")
+        if self.healthy:
+            dead = [v.dead for v in self.layers if not math.isnan(v.dead)]
+            extra = f", at most {max(dead):.0%} dead units in a layer" if dead else ""
+            return f"HEALTHY: no layer vanishes, explodes, saturates or dies ({ratio}{extra})."
+        n = len(self.issues)
+        head = f"{n} problem{'s' if n > 1 else ''} found; main problem: {self.primary} ({ratio})."
+        return "\n".join([head] + [f"* {i.describe()}" for i in self.issues])
+
+    def table(self, width: int = 24) -> str:
+        """One row per layer: the key numbers and its verdict (paths abbreviated from the left)."""
+        names = _probes.recorder.abbreviate([v.name for v in self.layers], width)
+        w = max([len(n) for n in names] + [5]) + 1
+        head = (f"{'layer':<{w}}{'act':<9}{'|dL/dW|':>10}{'update':>9}{'signal':>9}"
+                f"{'gain':>6}{'sat':>5}{'dead':>5}  verdict")
+        lines = [head, "-" * (len(head) + 8)]
+        for n, v in zip(names, self.layers):
+            lines.append(
+                f"{n:<{w}}{(v.activation or '-')[:8]:<9}{_fmt(v.weight_grad_norm, '10.2e')}"
+                f"{_fmt(v.relative_grad, '9.1e')}{_fmt(v.relative_signal, '9.1e')}"
+                f"{_fmt(v.gain, '6.2f')}{_fmt(v.saturated, '5.0%')}{_fmt(v.dead, '5.0%')}"
+                f"  {v.verdict}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table() + "\n\n" + self.summary()
+
+
+def _num(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.2g}"
+
+
+def _fmt(v: float, spec: str) -> str:
+    if v is None or math.isnan(v):
+        return "-".rjust(int(spec.split(".")[0]))
+    return format(v, spec)
+
+
+def _span(names: Sequence[str]) -> str:
+    if len(names) <= 3:
+        return ", ".join(f"'{n}'" for n in names)
+    return f"'{names[0]}' ... '{names[-1]}' ({len(names)} layers)"
+
+
+def _ok(v: float) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _gain(r: _probes.LayerStats) -> float:
+    if r.role not in _GAIN_ROLES or r.feeds_norm or r.fan_in <= 0 or r.numel <= 0:
+        return math.nan
+    return r.weight_norm / math.sqrt(r.numel / r.fan_in)
+
+
+def _reference(rows: list[_probes.LayerStats], value: list[float]) -> float:
+    """The value of the top of the body: the last eligible row before the last one."""
+    eligible = [v for r, v in zip(rows, value) if _ok(v)]
+    if not eligible:
+        return math.nan
+    return eligible[-2] if len(eligible) > 1 else eligible[-1]
+
+
+def diagnose(report: Sequence[_probes.LayerStats], *, thresholds: Thresholds | None = None,
+             parameters: Sequence[_probes.ParamStats] | None = None) -> Diagnosis:
+    """Apply the rules of the module docstring to a probe report (``rec.report()``).
+
+    ``parameters`` (``rec.parameters()``) lets the diagnosis name parameters
+    that hold NaN and see the normalisation layers' scales.
+    """
+    if isinstance(report, (str, bytes)) or not isinstance(report, Sequence):
+        raise TypeError(f"report must be a list of lib.probes.LayerStats, got {type(report).__name__}")
+    if not report:
+        raise ValueError("report is empty: no layer with parameters ran in the forward pass")
+    for i, r in enumerate(report):
+        if not isinstance(r, _probes.LayerStats):
+            raise TypeError(f"report[{i}] must be a lib.probes.LayerStats, got {type(r).__name__}")
+    th = Thresholds() if thresholds is None else thresholds
+    if not isinstance(th, Thresholds):
+        raise TypeError(f"thresholds must be a lib.diagnose.Thresholds, got {type(th).__name__}")
+    params = list(parameters or [])
+    if not all(isinstance(p, _probes.ParamStats) for p in params):
+        raise TypeError("parameters must be a list of lib.probes.ParamStats (rec.parameters())")
+    rows = list(report)
+
+    sig = [r.output_grad_norm if r.role not in _ATTENTION else math.nan for r in rows]
+    upd = [r.weight_grad_norm / r.weight_norm
+           if r.role not in _ATTENTION + ("embedding", "bare") and not r.feeds_norm
+           and _ok(r.weight_norm) else math.nan for r in rows]
+    ref_s, ref_u = _reference(rows, sig), _reference(rows, upd)
+    any_grad = any(_ok(r.weight_grad_norm) or _ok(r.output_grad_norm) for r in rows)
+    origin = _nonfinite_origin(rows)
+
+    verdicts = []
+    for r, s, u in zip(rows, sig, upd):
+        rs = s / ref_s if _ok(ref_s) and math.isfinite(s) else math.nan
+        ru = u / ref_u if _ok(ref_u) and math.isfinite(u) else math.nan
+        gain = _gain(r)
+        flags: list[str] = []
+        notes = []
+        if r.role in _ATTENTION:
+            notes.append("attention query/key: tiny gradients at init by design")
+        if r.feeds_norm:
+            notes.append("feeds a normalisation layer: its weight scale does not matter")
+        if r.frozen:
+            notes.append("frozen")
+        if origin is not None:
+            if r.name in origin:
+                flags.append("non-finite")
+        elif not r.frozen and math.isnan(r.weight_grad_norm):
+            flags.append("no-gradient")
+        else:
+            if (math.isfinite(rs) and rs > th.exploding_ratio) or \
+                    (math.isfinite(ru) and ru > th.exploding_ratio):
+                flags.append("exploding")
+            if not math.isnan(r.dead) and r.dead > th.dead_fraction:
+                flags.append("dead")
+            if not math.isnan(r.saturated) and r.saturated > th.saturated_fraction:
+                flags.append("saturated")
+            if math.isfinite(gain) and gain > th.large_gain:
+                flags.append("large-weights")
+            if (math.isfinite(rs) and rs < th.vanishing_ratio) or \
+                    (math.isfinite(ru) and ru < th.vanishing_ratio) or \
+                    (math.isfinite(r.time_grad_ratio) and r.time_grad_ratio < th.time_ratio):
+                flags.append("vanishing")
+        verdicts.append(LayerVerdict(r.name, r.kind, r.activation, r.weight_grad_norm, ru, rs,
+                                     r.saturated, r.dead, bool(r.nonfinite), tuple(flags), gain,
+                                     r.time_grad_ratio, "; ".join(notes)))
+
+    issues = [_issue(kind, [v for v in verdicts if kind in v.flags], th, rows, params, any_grad)
+              for kind in KINDS if any(kind in v.flags for v in verdicts)]
+    first = next((i for i, v in enumerate(sig) if math.isfinite(v)), None)
+    first_u = next((i for i, v in enumerate(upd) if math.isfinite(v)), None)
+    return Diagnosis(issues, verdicts, rows,
+                     upd[first_u] / ref_u if first_u is not None and _ok(ref_u) else math.nan,
+                     sig[first] / ref_s if first is not None and _ok(ref_s) else math.nan,
+                     th, parameters=params)
+
+
+def _nonfinite_origin(rows: list[_probes.LayerStats]) -> tuple[str, ...] | None:
+    if not any(r.nonfinite for r in rows):
+        return None
+    forward = tuple(r.name for r in rows if r.first_nonfinite)
+    if forward:
+        return forward
+    # NaN only in the backward pass: it spreads upstream, so the origin is the latest layer.
+    return (next(r.name for r in reversed(rows) if r.nonfinite),)
+
+
+def _issue(kind: str, rows: list[LayerVerdict], th: Thresholds,
+           report: list[_probes.LayerStats], params: list[_probes.ParamStats],
+           any_grad: bool) -> Issue:
+    names = tuple(v.name for v in rows)
+    fix, see_also = FIX[kind], SEE_ALSO[kind]
+    if kind == "non-finite":
+        bad = [p.name for p in params if p.nonfinite and math.isfinite(p.weight_norm) is False]
+        spread = sum(r.nonfinite for r in report)
+        holds = f" (parameter {', '.join(repr(b) for b in bad[:3])} holds NaN/Inf)" if bad else ""
+        forward = any(r.first_nonfinite for r in report)
+        where = "in the forward pass" if forward else "in the backward pass"
+        evidence = (f"NaN or Inf first appears {where} at '{rows[0].name}'{holds}; "
+                    f"{spread} of {len(report)} layers see it")
+    elif kind == "no-gradient":
+        evidence = ("no gradient was recorded at all: no backward pass ran inside the probe, "
+                    "it ran under torch.no_grad(), or every parameter is frozen"
+                    if not any_grad else
+                    f"{len(rows)} trainable layer(s) received no gradient: the loss does not "
+                    "depend on them")
+    elif kind == "exploding":
+        big = max(rows, key=lambda v: max(_f(v.relative_signal), _f(v.relative_grad)))
+        evidence = (f"the backward signal at '{big.name}' is {_num(big.relative_signal)} times, "
+                    f"its relative update {_num(big.relative_grad)} times the top layer's "
+                    f"(limit {th.exploding_ratio:g})")
+    elif kind == "large-weights":
+        big = max(rows, key=lambda v: v.gain)
+        evidence = (f"the weights of '{big.name}' have gain std*sqrt(fan_in) = {big.gain:.2f} "
+                    f"(He: 1.41, limit {th.large_gain:g}): each such layer multiplies the "
+                    "signal, and attention logits grow with its square")
+    elif kind == "dead":
+        worst = max(rows, key=lambda v: v.dead)
+        evidence = (f"up to {worst.dead:.0%} of the units of '{worst.name}' output zero for every "
+                    f"example, so no gradient passes them (limit {th.dead_fraction:.0%})")
+    elif kind == "saturated":
+        worst = max(rows, key=lambda v: v.saturated)
+        evidence = (f"{worst.saturated:.0%} of the pre-activations of '{worst.name}' sit where the "
+                    f"{worst.activation} derivative is below 5 % of its peak "
+                    f"(limit {th.saturated_fraction:.0%})")
+    else:
+        timed = [v for v in rows if math.isfinite(v.time_grad_ratio)
+                 and v.time_grad_ratio < th.time_ratio]
+        first = rows[0]
+        if timed:
+            evidence = (f"through time: the gradient reaching the earliest step of "
+                        f"'{timed[0].name}' is {timed[0].time_grad_ratio:.1e} times the largest "
+                        f"step's (limit {th.time_ratio:g})")
+            fix = FIX_VANISHING_TIME
+        else:
+            low = min(_f(first.relative_signal, 1), _f(first.relative_grad, 1))
+            evidence = (f"the gradient reaching '{first.name}' is {low:.1e} times the top "
+                        f"layer's (limit {th.vanishing_ratio:g})")
+        norms = [p.weight_norm / math.sqrt(p.numel) for p in params
+                 if p.role == "norm" and p.name.endswith("weight") and p.numel]
+        if norms and sorted(norms)[len(norms) // 2] < th.norm_scale:
+            fix = FIX_VANISHING_NORM
+            evidence += (f"; the normalisation layers' weights are tiny (median RMS "
+                         f"{sorted(norms)[len(norms) // 2]:.1e})")
+        elif not timed and any(_bounded(v.activation) for v in rows):
+            fix, see_also = FIX_VANISHING_BOUNDED, ("ch-sigmoid-tanh", "ch-relu", "ch-init")
+    return Issue(kind, names, evidence, fix, LABELS[kind], see_also)
+
+
+def _bounded(name: str | None) -> bool:
+    kind = _kinds.kinds().get(name or "")
+    return bool(kind and kind.bounded)
+
+
+def _f(v: float, default: float = -1.0) -> float:
+    return v if math.isfinite(v) else default
