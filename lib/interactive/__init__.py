@@ -23,11 +23,19 @@ Examples::
     >>> interactive.profile_figure(grid)       # in a notebook: the figure
 """
 from lib.interactive._probe import Stats, init_states, stacked_stats
-from lib.interactive.figure import (Figure, checkbox, color_scale, compact, matches, radio,
-                                    select, slider)
-from lib.interactive.grids import (INIT_LABELS, Grid, dead_figure, dead_grid, phase_figure,
-                                   phase_grid, profile_figure, profile_grid, variance_figure,
-                                   variance_grid)
+from lib.interactive.figure import Figure, checkbox, color_scale, compact, matches, radio, select, slider
+from lib.interactive.grids import (
+           INIT_LABELS,
+           Grid,
+           dead_figure,
+           dead_grid,
+           phase_figure,
+           phase_grid,
+           profile_figure,
+           profile_grid,
+           variance_figure,
+           variance_grid,
+)
 from lib.interactive.playground import playground_figure, playground_grid
 
 __all__ = ["Stats", "stacked_stats", "init_states", "Figure", "select", "radio", "slider", "checkbox",

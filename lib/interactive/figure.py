@@ -51,7 +51,8 @@ def compact(value: Any, digits: int = 4) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
-        return float(f"{value:.{digits}g}")
+        rounded = float(f"{value:.{digits}g}")
+        return rounded if math.isfinite(rounded) else value  # rounding up past the largest float
     if isinstance(value, dict):
         return {str(k): compact(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -90,7 +90,7 @@ def profile_grid(x: Tensor, y: Tensor, *, activations: Sequence[str], inits: Seq
     The model at ``(act, init, depth)`` is ``lib.networks.mlp(depth, width, act,
     init=init, seed=s)`` with one seed ``s`` per depth; each depth is one stacked
     computation. Rows:
-    ``act, init, depth`` and ``layer`` (1..depth), ``g`` (norms), ``ratio`` (first / last).
+    ``act, init, depth``, ``seed`` and ``layer`` (1..depth), ``g`` (norms), ``ratio`` (first / last).
     """
     _check_xy(x, y)
     t0 = time.process_time()
@@ -105,7 +105,7 @@ def profile_grid(x: Tensor, y: Tensor, *, activations: Sequence[str], inits: Seq
                            activations=[a for a in acts for _ in inits])
         for k, (act, i) in enumerate((a, i) for a in acts for i in inits):
             g = st.grad[k, :depth]
-            grid.rows.append({"act": act, "init": i, "depth": depth,
+            grid.rows.append({"act": act, "init": i, "depth": depth, "seed": s,
                               "layer": list(range(1, depth + 1)), "g": g,
                               "ratio": float(g[0] / g[-1])})
     grid.cpu_seconds = time.process_time() - t0
@@ -125,8 +125,10 @@ def profile_figure(grid: Grid) -> _fig.Figure:
         "width": 520, "height": 260,
         "encoding": {
             "x": {"field": "layer", "type": "quantitative", "title": "layer l (1 = input side)",
+                  "axis": {"tickMinStep": 1, "format": "d"},
                   "scale": {"domain": [1, depths[-1]]}},
             "y": {"field": "g", "type": "quantitative", "title": "gradient norm of layer l (log)",
+                  "axis": {"format": ".0e"},
                   "scale": {"type": "log", "domain": _log_domain([r["g"] for r in grid.rows])}},
             "color": {"field": "act", "type": "nominal", "title": "activation",
                       "scale": _fig.color_scale(acts)},
@@ -147,7 +149,10 @@ def phase_grid(x: Tensor, y: Tensor, *, sigmas: Sequence[float], bias_scales: Se
     """log10 ||delta_1|| / ||delta_D|| for weights N(0, sigma^2/n), biases N(0, sigma_b^2).
 
     Runs in float64 (the ratios span tens of decades); every (sigma, sigma_b) of one
-    depth is one stacked computation. Rows: ``sb, depth`` and ``sigma`` (list),
+    depth is one stacked computation. The point (sigma, 0) of a depth is
+    ``lib.networks.mlp(depth, width, activation, init="normal", seed=seed,
+    init_params={"std": sigma / sqrt(width)})`` in float64 with zero biases.
+    Rows: ``sb, depth``, ``seed`` and ``sigma`` (list),
     ``ratio`` (log10 of the first / last error-signal norm), ``first`` (log10 of
     the first layer's weight-gradient norm).
     """
@@ -159,11 +164,14 @@ def phase_grid(x: Tensor, y: Tensor, *, sigmas: Sequence[float], bias_scales: Se
     xd = x.double()
     for depth in _names(depths, "depths"):
         s = _seed(seed, f"phase-{depth}")
-        net = _networks.mlp(depth, width, activation, seed=s, in_features=x.shape[1]).double()
+        net = _networks.mlp(depth, width, activation, seed=s, in_features=x.shape[1])
         # N(0, sigma^2/n) is sigma times the N(0, 1/n) draws, so one draw serves every sigma;
         # the biases are the same N(0, 1) draws times sigma_b at every point of one depth.
+        # Drawn in float32 and then widened, as mlp(...).double() would be.
         (unit,) = init_states(net, ["normal"], seed=s,
                               init_params=[{"std": 1 / math.sqrt(width)}])
+        net = net.double()
+        unit = {n: p.double() for n, p in unit.items()}
         gen = torch.Generator().manual_seed(_seed(seed, f"phase-bias-{depth}"))
         noise = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype)
                  for n, p in unit.items() if n.endswith("bias")}
@@ -173,7 +181,7 @@ def phase_grid(x: Tensor, y: Tensor, *, sigmas: Sequence[float], bias_scales: Se
         for j, sb in enumerate(sbs):
             part = slice(j * len(sigmas), (j + 1) * len(sigmas))
             d, g = st.delta[part], st.grad[part]
-            grid.rows.append({"sb": sb, "depth": depth, "sigma": sigmas,
+            grid.rows.append({"sb": sb, "depth": depth, "seed": s, "sigma": sigmas,
                               "ratio": np.log10(d[:, 0] / d[:, depth - 1]),
                               "first": np.log10(g[:, 0])})
     grid.cpu_seconds = time.process_time() - t0
@@ -214,9 +222,10 @@ def variance_grid(x: Tensor, y: Tensor, *, activations: Sequence[str], inits: Se
                   depth: int, width: int, seed: int) -> Grid:
     """Measured and predicted (:func:`lib.init.predict`) variances per layer, per act and init.
 
-    Rows: ``act, init`` and ``layer``, ``fwd`` (Var of the pre-activation),
-    ``fwd_th``, ``bwd`` (Var of dL/d pre-activation relative to the last hidden
-    layer, from the layer-output gradient norms) and ``bwd_th``.
+    The model at ``(act, init)`` is ``lib.networks.mlp(depth, width, act, init=init,
+    seed=seed)`` (the row's ``seed``). Rows: ``act, init``, ``seed`` and ``layer``,
+    ``fwd`` (Var of the pre-activation), ``fwd_th``, ``bwd`` (Var of dL/d pre-activation
+    relative to the last hidden layer, from the layer-output gradient norms), ``bwd_th``.
     """
     _check_xy(x, y)
     t0 = time.process_time()
@@ -230,7 +239,7 @@ def variance_grid(x: Tensor, y: Tensor, *, activations: Sequence[str], inits: Se
     for k, (act, i) in enumerate((a, i) for a in acts for i in inits):
         pred = _init.predict(act, i, width, depth, input_var=input_var)
         g2 = st.delta[k, :depth] ** 2
-        grid.rows.append({"act": act, "init": i, "layer": list(range(1, depth + 1)),
+        grid.rows.append({"act": act, "init": i, "seed": s, "layer": list(range(1, depth + 1)),
                           "fwd": st.pre_std[k] ** 2, "fwd_th": pred.pre_var,
                           "bwd": g2 / g2[-1], "bwd_th": pred.grad_var})
     grid.cpu_seconds = time.process_time() - t0
@@ -246,8 +255,10 @@ def variance_figure(grid: Grid) -> _fig.Figure:
 
     def panel(meas: str, th: str, title: str) -> dict[str, Any]:
         dom = _log_domain([r[meas] for r in grid.rows] + [r[th] for r in grid.rows])
-        y = {"type": "quantitative", "scale": {"type": "log", "domain": dom}, "title": title}
-        x = {"field": "layer", "type": "quantitative", "title": "layer l"}
+        y = {"type": "quantitative", "scale": {"type": "log", "domain": dom}, "title": title,
+             "axis": {"format": ".0e"}}
+        x = {"field": "layer", "type": "quantitative", "title": "layer l",
+             "axis": {"tickMinStep": 1, "format": "d"}}
         colour = {"field": "init", "type": "nominal", "title": "init",
                   "scale": _fig.color_scale(inits)}
         return {"width": 300, "height": 220, "transform": base, "layer": [

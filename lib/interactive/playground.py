@@ -35,7 +35,9 @@ def playground_grid(x: Tensor, y: Tensor, *, activations: Sequence[str], inits: 
     """Measure every (act, init, depth, width, norm, residual) network on ``(x, y)``.
 
     Each architecture (depth, width, norm, residual) is one stacked computation
-    over activations and inits, from one seed. A residual
+    over activations and inits, from one seed (the row's ``seed``: the row is
+    ``lib.networks.mlp(depth, width, act, init=init, norm=norm, residual=res,
+    seed=seed)``). A residual
     network of depth D has D blocks (two Linear layers each) after an input
     layer. Each row holds ``layer``/``g`` (every weight layer and its
     weight-gradient norm), ``hl``/``dead``/``sat`` (per hidden activation: %
@@ -67,7 +69,7 @@ def playground_grid(x: Tensor, y: Tensor, *, activations: Sequence[str], inits: 
                     for k, (act, i) in enumerate((a, i) for a in acts for i in inits):
                         grid.rows.append({
                             "act": act, "init": i, "depth": depth, "width": width,
-                            "norm": norm, "res": res,
+                            "norm": norm, "res": res, "seed": s,
                             "layer": list(range(1, len(st.names) + 1)), "g": st.grad[k],
                             "hl": list(range(1, n_act + 1)), "dead": 100 * st.dead[k],
                             "sat": 100 * st.saturated[k],
@@ -90,18 +92,20 @@ def playground_figure(grid: Grid) -> _fig.Figure:
     layer_colour = {"field": "which", "type": "nominal", "title": "",
                     "scale": {"domain": [first, last], "range": ["#1f77b4", "#d62728"]}}
     grads = {
-        "title": "weight-gradient norm per layer", "width": 330, "height": 200,
+        "title": "weight-gradient norm per layer", "width": 280, "height": 200,
         "transform": _filtered({"flatten": ["layer", "g"]},
                                {"filter": "isValid(datum.g) && datum.g > 0"}),
         "mark": {"type": "line", "point": True, "color": "#1f77b4"},
         "encoding": {
             "x": {"field": "layer", "type": "quantitative",
-                  "title": "weight layer (1 = input side)"},
+                  "title": "weight layer (1 = input side)",
+                  "axis": {"tickMinStep": 1, "format": "d"}},
             "y": {"field": "g", "type": "quantitative", "title": "gradient norm (log)",
+                  "axis": {"format": ".0e"},
                   "scale": {"type": "log", "domain": _log_domain([r["g"] for r in grid.rows])}},
             "tooltip": [{"field": "layer"}, {"field": "g", "format": ".2e"}]}}
     fractions = {
-        "title": "dead and saturated units per layer", "width": 330, "height": 200,
+        "title": "dead and saturated units per layer", "width": 280, "height": 200,
         "transform": _filtered({"flatten": ["hl", "dead", "sat"]},
                                {"fold": ["dead", "sat"], "as": ["kind", "pct"]},
                                {"filter": "isValid(datum.pct)"},
@@ -109,7 +113,8 @@ def playground_figure(grid: Grid) -> _fig.Figure:
                                 " : 'saturated (|z| in the flat tail)'", "as": "what"}),
         "mark": {"type": "line", "point": True},
         "encoding": {
-            "x": {"field": "hl", "type": "quantitative", "title": "hidden layer / block"},
+            "x": {"field": "hl", "type": "quantitative", "title": "hidden layer / block",
+                  "axis": {"tickMinStep": 1, "format": "d"}},
             "y": {"field": "pct", "type": "quantitative", "title": "% of units / values",
                   "scale": {"domain": [0, 100]}},
             "color": {"field": "what", "type": "nominal", "title": "",
@@ -121,7 +126,7 @@ def playground_figure(grid: Grid) -> _fig.Figure:
 
     def hist(bins: str, a: str, b: str, title: str, xtitle: str) -> dict[str, Any]:
         return {
-            "title": title, "width": 330, "height": 170,
+            "title": title, "width": 280, "height": 170,
             "transform": _filtered({"flatten": [bins, a, b]},
                                    {"fold": [a, b], "as": ["which_key", "pct"]},
                                    {"calculate": f"datum.which_key == '{a}' ? '{first}' : '{last}'",
@@ -135,6 +140,7 @@ def playground_figure(grid: Grid) -> _fig.Figure:
                             {"field": "pct", "format": ".1f", "title": "%"}]}}
 
     spec = {"data": {"values": grid.rows},
+            "resolve": {"scale": {"color": "independent"}},
             "vconcat": [{"hconcat": [grads, fractions]},
                         {"hconcat": [hist("bin", "act_first", "act_last",
                                           "activation values", "activation (clipped to ±3)"),
