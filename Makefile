@@ -9,6 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-mml-chtml.js
+# The interactive figures' JavaScript (vega, vega-lite, vega-embed) comes from npm
+# too, pinned, and the book serves it itself (_ext/interactive.py): no CDN.
+VEGA_PACKAGES := vega@6.4.0 vega-lite@6.5.0 vega-embed@7.3.0
+VEGA := .cache/vega/node_modules/vega-embed/build/vega-embed.min.js
 JOBS ?= 2
 # One torch thread per process: the chapters use small tensors, where a second
 # thread only adds synchronisation, and tests run two kernels side by side on
@@ -34,7 +38,11 @@ $(MATHJAX):
 	npm install --silent --no-audit --no-fund --no-save --prefix .cache/mathjax mathjax@$(MATHJAX_VERSION)
 	test -f $@
 
-setup: $(STAMP) $(MATHJAX)
+$(VEGA):
+	npm install --silent --no-audit --no-fund --no-save --prefix .cache/vega $(VEGA_PACKAGES)
+	test -f $@
+
+setup: $(STAMP) $(MATHJAX) $(VEGA)
 .PHONY: setup
 
 book: setup
