@@ -1,6 +1,8 @@
 # Gradient Flow: two commands do everything on a fresh machine.
 #   make book   - set up .venv, install pinned requirements and MathJax, build _build/html
-#   make test   - same set-up, then lib unit tests, nbval on every notebook, strict build, browser check
+#   make test   - same set-up, then ruff, lib unit tests, the strict book build (base seed)
+#                 beside nbval on every notebook under a second base seed, the
+#                 no-stderr check of the executed notebooks, browser check
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -14,16 +16,19 @@ MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-mml-chtml.js
 VEGA_PACKAGES := vega@6.4.0 vega-lite@6.5.0 vega-embed@7.3.0
 VEGA := .cache/vega/node_modules/vega-embed/build/vega-embed.min.js
 JOBS ?= 2
+# The base seed nbval runs the notebooks under in `make test` (the book build
+# uses the default, lib.seeds.DEFAULT_BASE_SEED): every assert must hold under both.
+TEST_SEED ?= 1
 # One torch thread per process: the chapters use small tensors, where a second
 # thread only adds synchronisation, and tests run two kernels side by side on
 # two cores, where two threads each make them thrash (10-100x slower under load).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book test unit notebooks build browser bench lab clean help
+.PHONY: book test unit notebooks build browser bench lab clean help lint lint-notebooks stderr
 help:
-	@echo "make book   build the HTML book into _build/html"
-	@echo "make test   run every test: lib unit tests, notebooks (nbval), strict build, browser check"
-	@echo "make bench  time every notebook and the probes"
+	@echo "make book   build the HTML book into _build/html (notebooks executed on $(JOBS) cores)"
+	@echo "make test   run every test: ruff, lib unit tests, strict build + nbval (GF_SEED=$(TEST_SEED)), stderr, browser"
+	@echo "make bench  time a clean book build, every notebook (CPU and wall) against the floor, the probes"
 	@echo "make lab    open the chapters as notebooks in JupyterLab"
 
 # Set-up is idempotent: it reinstalls only when requirements.txt or pyproject.toml change.
@@ -45,34 +50,59 @@ $(VEGA):
 setup: $(STAMP) $(MATHJAX) $(VEGA)
 .PHONY: setup
 
+# `jupyter-book build -W --keep-going .` with Sphinx reading (= executing) the
+# notebooks in $(JOBS) processes; -W and raise_on_error hold as before, and every
+# notebook is executed afresh (execute_notebooks: force, and _build is cleared).
 book: setup
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/.jupyter_cache
-	TQDM_DISABLE=1 $(BIN)/jupyter-book build -W --keep-going .
+	TQDM_DISABLE=1 $(BIN)/python scripts/build_book.py --jobs $(JOBS) -W --keep-going .
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
-unit: setup
-	$(BIN)/python -m pytest -q -n $(JOBS) tests --ignore=tests/test_browser.py
+# ruff: lint and import order of lib/, tests/, scripts/, benchmarks/ (pyproject.toml).
+lint: setup
+	$(BIN)/ruff check .
 
-# nbval collects .ipynb only: export every notebook in _toc.yml to _build/nbtest, then re-execute.
+# Code a reader sees fits the page: every visible code-cell line <= 80 characters
+# (cells tagged remove-cell, remove-input or hide-input are not shown, so not checked).
+lint-notebooks: setup
+	rm -rf _build/visible
+	$(BIN)/python scripts/export_notebooks.py --visible _build/visible
+	$(BIN)/ruff check --isolated --no-cache --select E501 --line-length 80 _build/visible
+
+unit: setup
+	$(BIN)/python -m pytest -q -n $(JOBS) tests --ignore=tests/test_browser.py \
+	  --ignore=tests/test_notebook_stderr.py
+
+# nbval collects .ipynb only: export every notebook in _toc.yml to _build/nbtest, then
+# re-execute them under base seed TEST_SEED (the book build covers the default seed).
 notebooks: setup
 	rm -rf _build/nbtest
 	$(BIN)/python scripts/export_notebooks.py _build/nbtest
-	TQDM_DISABLE=1 $(BIN)/python -m pytest -q $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile) --nbval-lax _build/nbtest
+	GF_SEED=$(TEST_SEED) TQDM_DISABLE=1 $(BIN)/python -m pytest -q $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile) --nbval-lax _build/nbtest
+
+# No executed notebook of the last book build wrote to stderr (a warning a reader would see).
+stderr: setup
+	GF_REQUIRE_BUILD=1 $(BIN)/python -m pytest -q tests/test_notebook_stderr.py
 
 browser: setup
 	$(BIN)/python -m pytest -q tests/test_browser.py
 
-# The book build executes notebooks one at a time, so nbval runs beside it on the
-# second core (JOBS=1) instead of after it; -O keeps each one's output together.
+# The unit tests, the strict book build (default seed) and nbval (seed TEST_SEED)
+# run side by side, so both cores stay busy from start to end; -O keeps each one's
+# output together. The stderr and browser checks read the finished build.
 test: setup
 	rm -rf _build
-	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory -j2 -O JOBS=1 notebooks book
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory -j3 -O unit notebooks book
+	$(MAKE) --no-print-directory stderr
 	$(MAKE) --no-print-directory browser
 
+# A clean book build timed as `make book` runs it, then each notebook alone (CPU and
+# wall) against the floor; then the probes' and the seed population's overheads.
 bench: setup
-	$(BIN)/python benchmarks/bench_notebooks.py
+	$(BIN)/python benchmarks/bench_notebooks.py --book
 	$(BIN)/python benchmarks/bench_probes.py
+	test ! -f benchmarks/bench_population.py || $(BIN)/python benchmarks/bench_population.py
 
 # JupyterLab is not needed to build or test, so it is installed only on demand.
 # The override makes .md chapters open as notebooks (jupytext), as on Binder.

@@ -22,6 +22,7 @@ from lib._checks import check_bool, check_choice, check_int, check_number, check
 
 __all__ = ["mlp", "MLP", "Layer", "ResidualBlock", "rnn", "VanillaRNN", "NORMS"]
 
+#: The normalisations :func:`mlp` can put after each hidden Linear layer.
 NORMS = ("none", "batch", "layer")
 
 

@@ -50,6 +50,7 @@ with warnings.catch_warnings():
 __all__ = ["History", "Config", "train", "train_step", "evaluate", "progress_bar",
            "check_config", "OPTIMIZERS", "SGD", "Adam"]
 
+#: The optimisers :func:`train` accepts by name.
 OPTIMIZERS = ("sgd", "adam")
 
 

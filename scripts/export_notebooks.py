@@ -6,6 +6,7 @@ notebooks (jupytext). Pages without a jupytext header (plain prose) are skipped.
     python scripts/export_notebooks.py OUTDIR          # writes OUTDIR/<name>.ipynb
     python scripts/export_notebooks.py --list          # prints the notebook sources
     python scripts/export_notebooks.py --colab OUTDIR  # executed copies for Colab
+    python scripts/export_notebooks.py --visible OUTDIR  # only the code a reader sees
 
 ``--colab`` takes the executed notebooks of the last ``make book``
 (``_build/jupyter_execute``) and puts a set-up cell first that, on Colab
@@ -86,6 +87,23 @@ def export_colab(out: Path, root: Path = ROOT) -> int:
     return 0
 
 
+#: Cells whose code the page does not show (hide-input shows it only on a click).
+HIDDEN_TAGS = {"remove-cell", "remove-input", "hide-input", "hide-cell"}
+
+
+def export_visible(out: Path, root: Path = ROOT) -> int:
+    """Each notebook with only the code cells a reader sees, for the line-length check."""
+    out.mkdir(parents=True, exist_ok=True)
+    nbs = notebooks(root)
+    for p in nbs:
+        nb = jupytext.read(p)
+        nb.cells = [c for c in nb.cells if c.cell_type == "code"
+                    and not HIDDEN_TAGS & set(c.get("metadata", {}).get("tags", []))]
+        jupytext.write(nb, out / f"{p.stem}.ipynb")
+    print(f"exported the visible code of {len(nbs)} notebooks to {out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--list"]:
         for p in notebooks():
@@ -93,6 +111,8 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["--colab"] and len(argv) == 2:
         return export_colab(Path(argv[1]))
+    if argv[:1] == ["--visible"] and len(argv) == 2:
+        return export_visible(Path(argv[1]))
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2

@@ -28,7 +28,9 @@ from lib.activations import kinds
 __all__ = ["Activation", "names", "get", "Swish", "Identity", "SELU_ALPHA", "SELU_SCALE",
            "name_of_module", "ACTIVATION_MODULES", "kinds"]
 
+#: SELU's :math:`\alpha` (Klambauer et al., 2017), the value ``torch.nn.SELU`` uses.
 SELU_ALPHA = 1.6732632423543772848170429916717
+#: SELU's scale :math:`\lambda` (Klambauer et al., 2017).
 SELU_SCALE = 1.0507009873554804934193349852946
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
