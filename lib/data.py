@@ -7,6 +7,10 @@
 * :func:`teacher` - regression targets produced by a random "teacher" MLP.
 * :func:`mnist1d` - MNIST-1D (Greydanus 2020): 10 classes of length-40
   sequences, generated offline by the ``mnist1d`` package and cached.
+* :func:`adding_problem` - the adding problem (Hochreiter & Schmidhuber 1997;
+  Le, Jaitly & Hinton 2015): sum the two marked numbers of a long sequence.
+* :func:`copy_task` - the copy (memory) task: repeat a few symbols after a
+  long blank delay (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016).
 
 Every function is seeded and returns a :class:`Dataset` of float32 tensors.
 """
@@ -24,7 +28,8 @@ from torch import Tensor
 from lib import seeds as _seeds
 from lib._checks import check_bool, check_int, check_number, check_seed
 
-__all__ = ["Dataset", "digits", "spirals", "teacher", "mnist1d", "mnist1d_cache_dir"]
+__all__ = ["Dataset", "digits", "spirals", "teacher", "mnist1d", "mnist1d_cache_dir",
+           "adding_problem", "ADDING_BASELINE_MSE", "copy_task", "copy_baseline"]
 
 
 @dataclass(frozen=True)
@@ -297,3 +302,97 @@ def mnist1d(*, num_samples: int = MNIST1D_SAMPLES, seed: int = MNIST1D_SEED,
                          "and run again")
     return Dataset(torch.from_numpy(x), torch.from_numpy(y),
                    torch.from_numpy(xt), torch.from_numpy(yt), "mnist1d")
+
+
+#: Test MSE of always predicting 1, the mean target of :func:`adding_problem`:
+#: the variance of the sum of two independent U(0, 1) numbers, 2/12.
+ADDING_BASELINE_MSE = 1.0 / 6.0
+
+
+def adding_problem(n: int = 2000, length: int = 50, *, test_fraction: float = 0.25,
+                   seed: int = 0) -> Dataset:
+    r"""The adding problem in the form of Le, Jaitly & Hinton (2015).
+
+    Each example is a sequence of ``length`` steps with two channels: a
+    number :math:`u_t \sim U(0, 1)` and a marker :math:`m_t \in \{0, 1\}`
+    that is 1 at exactly two steps, one drawn uniformly from the first half
+    and one from the second. The target is
+
+    .. math::
+
+        y = \sum_t m_t u_t ,
+
+    so the first marked number must be carried for at least ``length / 2``
+    steps. Always predicting the mean, 1, scores :data:`ADDING_BASELINE_MSE`
+    (1/6); a model that beats that has learnt to read the markers.
+
+    Shape:
+        x: ``(n, length, 2)`` float32 (number, marker); y: ``(n,)`` float32.
+    """
+    test_fraction = _check(test_fraction, seed)
+    n = check_int(n, "n", ge=2)
+    length = check_int(length, "length", ge=2)
+    g = torch.Generator().manual_seed(_seeds.stream(seed, f"adding-{length}"))
+    u = torch.rand(n, length, generator=g)
+    half = length // 2
+    first = torch.randint(0, half, (n,), generator=g)
+    second = torch.randint(half, length, (n,), generator=g)
+    m = torch.zeros(n, length)
+    rows = torch.arange(n)
+    m[rows, first] = 1.0
+    m[rows, second] = 1.0
+    x = torch.stack([u, m], dim=2)
+    y = (u * m).sum(1)
+    n_test = _n_test(n, test_fraction)
+    return Dataset(x[n_test:].contiguous(), y[n_test:].contiguous(), x[:n_test].contiguous(),
+                   y[:n_test].contiguous(), f"adding-{length}")
+
+
+def copy_task(n: int = 2000, delay: int = 50, *, n_symbols: int = 8, copy_length: int = 5,
+              test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """The copy (memory) task: read ``copy_length`` symbols, wait, then repeat them.
+
+    An input sequence of ``T = delay + 2 * copy_length`` steps, one-hot over
+    ``n_symbols + 2`` channels (the symbols ``0..n_symbols-1``, a blank
+    ``n_symbols`` and a cue ``n_symbols + 1``): the symbols, then blanks, with
+    the cue at the step just before the copy is due; the target is the blank
+    at every step except the last ``copy_length``, which hold the symbols
+    (the form of Arjovsky, Shah & Bengio 2016, after Hochreiter & Schmidhuber
+    1997). :func:`copy_baseline` is the loss of knowing everything except the
+    symbols.
+
+    Shape:
+        x: ``(n, T, n_symbols + 2)`` float32; y: ``(n, T)`` int64 class labels.
+    """
+    test_fraction = _check(test_fraction, seed)
+    n = check_int(n, "n", ge=2)
+    delay = check_int(delay, "delay", ge=1)
+    n_symbols = check_int(n_symbols, "n_symbols", ge=2)
+    copy_length = check_int(copy_length, "copy_length", ge=1)
+    steps = delay + 2 * copy_length
+    g = torch.Generator().manual_seed(
+        _seeds.stream(seed, f"copy-{delay}-{n_symbols}-{copy_length}"))
+    symbols = torch.randint(0, n_symbols, (n, copy_length), generator=g)
+    blank, cue = n_symbols, n_symbols + 1
+    tokens = torch.full((n, steps), blank, dtype=torch.int64)
+    tokens[:, :copy_length] = symbols
+    tokens[:, steps - copy_length - 1] = cue
+    y = torch.full((n, steps), blank, dtype=torch.int64)
+    y[:, steps - copy_length:] = symbols
+    x = torch.nn.functional.one_hot(tokens, n_symbols + 2).float()
+    n_test = _n_test(n, test_fraction)
+    return Dataset(x[n_test:].contiguous(), y[n_test:].contiguous(), x[:n_test].contiguous(),
+                   y[:n_test].contiguous(), f"copy-{delay}")
+
+
+def copy_baseline(delay: int, *, n_symbols: int = 8, copy_length: int = 5) -> float:
+    r"""Mean cross-entropy per step of predicting the blanks exactly and guessing the symbols.
+
+    .. math::
+
+        \frac{L \log K}{D + 2L}, \qquad L = \text{copy length},\; K = \text{symbols},\; D = \text{delay}.
+    """
+    delay = check_int(delay, "delay", ge=1)
+    n_symbols = check_int(n_symbols, "n_symbols", ge=2)
+    copy_length = check_int(copy_length, "copy_length", ge=1)
+    return copy_length * math.log(n_symbols) / (delay + 2 * copy_length)
