@@ -62,7 +62,7 @@ class Kind:
 
     @property
     def saturation(self) -> float | None:
-        """|pre-activation| beyond which the derivative is below 5 % of its peak (bounded only)."""
+        """``|pre-activation|`` beyond which the derivative is below 5 % of its peak (bounded only)."""
         return saturation(self.name) if self.bounded else None
 
 

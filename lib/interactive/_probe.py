@@ -45,7 +45,7 @@ class Stats:
     and ``saturated`` (fraction of pre-activations beyond
     :data:`lib.probes.SATURATION`; NaN for an unbounded activation).
     ``hist_act``/``hist_grad``: per hidden layer asked for, (K, bins) fractions
-    of the activations in :attr:`act_edges` and of log10 |dL/d activation| in
+    of the activations in :attr:`act_edges` and of ``log10 |dL/d activation|`` in
     :attr:`grad_edges` (values outside fall in the end bins).
     """
 
@@ -142,7 +142,7 @@ def stacked_stats(models: Sequence[nn.Module] | nn.Module, x: Tensor, y: Tensor,
             :func:`~lib.probes.gradient_norms`.
         hist_layers: indices into :attr:`Stats.hidden` to histogram.
         act_edges, grad_edges: histogram bin edges (default: 41 edges on
-            [-3, 3] and on log10 |grad| in [-12, 0]).
+            [-3, 3] and on ``log10 |grad|`` in [-12, 0]).
 
     Examples::
 

@@ -34,7 +34,7 @@ __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "fo
            "SATURATION", "gradient_norms", "hidden_outputs", "jacobian_singular_values",
            "active_fraction", "dead_units", "Monitor", "Snapshot", "monitor"]
 
-#: |pre-activation| beyond which a bounded activation counts as saturated: there its
+#: ``|pre-activation|`` beyond which a bounded activation counts as saturated: there its
 #: derivative is below 5 % of its peak. Computed from each activation's derivative by
 #: :mod:`lib.activations.kinds` (sigmoid ~4.357, tanh ~2.178), not typed in.
 SATURATION: dict[str, float] = {name: k.saturation for name, k in _kinds.kinds().items()
