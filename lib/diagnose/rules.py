@@ -17,7 +17,8 @@ layer :math:`l` with weight :math:`W_l`, output gradient
     \gamma_l = \frac{\lVert W_l\rVert}{\sqrt{\mathrm{numel}(W_l)}}\sqrt{\mathrm{fan\_in}_l}
     \quad\text{(gain)}.
 
-Both ratios cancel a loss's scale (sum versus mean) and the learning rate.
+Both ratios cancel a loss's scale (sum versus mean) and the learning rate. The
+output layer is the top's reference, not judged by them.
 
 * **non-finite** - NaN/Inf in the forward pass, traced to the first layer that
   produced it (and the parameters that hold it); NaN only in the backward pass,
@@ -38,7 +39,9 @@ Two kinds of layer are exempt where their scale means nothing. A layer that
 *feeds a normalisation layer* directly (a conv before BatchNorm) is
 scale-invariant: its weight scale changes neither the output nor the
 gradient's direction, so neither :math:`u_l` nor the gain is judged, and
-"shrink its weights" is never advised. Attention's *query and key*
+"shrink its weights" is never advised; its signal, which scales as
+:math:`1/\lVert W_l\rVert`, is taken as :math:`\lVert\delta_l\rVert\,\lVert W_l\rVert` and
+compared with the other such layers only. Attention's *query and key*
 projections get tiny gradients at initialisation by design (the softmax of
 near-zero logits is flat), so :math:`s_l` and :math:`u_l` are not judged for them.
 """
@@ -224,12 +227,16 @@ def _gain(r: _probes.LayerStats) -> float:
     return r.weight_norm / math.sqrt(r.numel / r.fan_in)
 
 
-def _reference(rows: list[_probes.LayerStats], value: list[float]) -> float:
-    """The value of the top of the body: the last eligible row before the last one."""
-    eligible = [v for r, v in zip(rows, value) if _ok(v)]
-    if not eligible:
-        return math.nan
-    return eligible[-2] if len(eligible) > 1 else eligible[-1]
+def _references(rows: list[_probes.LayerStats], value: list[float]) -> list[float]:
+    """Per row, the value at the top of the body for that row's group: the last eligible
+    row before the output layer, among the rows that feed a norm layer or among the rest."""
+    last = len(rows) - 1
+    ref: dict[bool, float] = {}
+    for i, (r, v) in enumerate(zip(rows, value)):
+        if i < last and _ok(v):
+            ref[r.feeds_norm] = v
+    return [ref.get(r.feeds_norm, math.nan) if i < last else math.nan
+            for i, r in enumerate(rows)]
 
 
 def diagnose(report: Sequence[_probes.LayerStats], *, thresholds: Thresholds | None = None,
@@ -254,16 +261,19 @@ def diagnose(report: Sequence[_probes.LayerStats], *, thresholds: Thresholds | N
         raise TypeError("parameters must be a list of lib.probes.ParamStats (rec.parameters())")
     rows = list(report)
 
-    sig = [r.output_grad_norm if r.role not in _ATTENTION else math.nan for r in rows]
+    # A layer feeding a norm layer is scale-invariant: its output gradient scales as 1/|W|,
+    # so |dL/dout| |W| is what it passes on; such layers are compared among themselves.
+    sig = [(r.output_grad_norm * (r.weight_norm if r.feeds_norm else 1.0))
+           if r.role not in _ATTENTION else math.nan for r in rows]
     upd = [r.weight_grad_norm / r.weight_norm
            if r.role not in _ATTENTION + ("embedding", "bare") and not r.feeds_norm
            and _ok(r.weight_norm) else math.nan for r in rows]
-    ref_s, ref_u = _reference(rows, sig), _reference(rows, upd)
+    refs_s, refs_u = _references(rows, sig), _references(rows, upd)
     any_grad = any(_ok(r.weight_grad_norm) or _ok(r.output_grad_norm) for r in rows)
     origin = _nonfinite_origin(rows)
 
     verdicts = []
-    for r, s, u in zip(rows, sig, upd):
+    for r, s, u, ref_s, ref_u in zip(rows, sig, upd, refs_s, refs_u):
         rs = s / ref_s if _ok(ref_s) and math.isfinite(s) else math.nan
         ru = u / ref_u if _ok(ref_u) and math.isfinite(u) else math.nan
         gain = _gain(r)
@@ -300,12 +310,11 @@ def diagnose(report: Sequence[_probes.LayerStats], *, thresholds: Thresholds | N
 
     issues = [_issue(kind, [v for v in verdicts if kind in v.flags], th, rows, params, any_grad)
               for kind in KINDS if any(kind in v.flags for v in verdicts)]
-    first = next((i for i, v in enumerate(sig) if math.isfinite(v)), None)
-    first_u = next((i for i, v in enumerate(upd) if math.isfinite(v)), None)
-    return Diagnosis(issues, verdicts, rows,
-                     upd[first_u] / ref_u if first_u is not None and _ok(ref_u) else math.nan,
-                     sig[first] / ref_s if first is not None and _ok(ref_s) else math.nan,
-                     th, parameters=params)
+    first_s = next((v.relative_signal for v in verdicts if math.isfinite(v.relative_signal)),
+                   math.nan)
+    first_u = next((v.relative_grad for v in verdicts if math.isfinite(v.relative_grad)),
+                   math.nan)
+    return Diagnosis(issues, verdicts, rows, first_u, first_s, th, parameters=params)
 
 
 def _nonfinite_origin(rows: list[_probes.LayerStats]) -> tuple[str, ...] | None:
