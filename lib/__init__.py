@@ -14,6 +14,7 @@ Modules, lowest first (a module imports only those above it in this list):
 * :mod:`lib.recurrent` - gradients through time in recurrent networks
 * :mod:`lib.probes` - per-layer gradient-flow statistics for any ``nn.Module``
 * :mod:`lib.training` - a seeded training loop that records gradient flow
+* :mod:`lib.recurrent_population` - many recurrent nets as one block-diagonal nn.RNN/LSTM/GRU
 * :mod:`lib._stacked` - the batched engine of lib.population (private)
 * :mod:`lib.population` - many seeds and learning rates trained as one computation
 * :mod:`lib.diagnose` - plain-language diagnosis of a probe report
