@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lib import data
 
@@ -144,3 +148,52 @@ def test_digits_do_not_import_scikit_learn():
     code = "import sys\nfrom lib import data\ndata.digits()\nprint('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- bad input found by fuzzing the public API (issue 18) ---
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: data.digits(test_fraction=0.9999), ValueError, "leaves 0 for training"),  # was NaN x_test
+    (lambda: data.digits(test_fraction=math.nan), ValueError, "test_fraction"),
+    (lambda: data.teacher(1), ValueError, "n must be an int >= 3"),  # was NaN targets
+    (lambda: data.teacher(2), ValueError, "n must be"),
+    (lambda: data.teacher(10, test_fraction=0.9), ValueError, "for training"),
+    (lambda: data.spirals(100, noise=math.nan), ValueError, "noise"),  # was silently NaN points
+    (lambda: data.spirals(100, noise=math.inf), ValueError, "noise"),
+    (lambda: data.spirals(100, noise=1e300), ValueError, "float32"),
+    (lambda: data.spirals(100, turns=math.inf), ValueError, "turns"),
+    (lambda: data.spirals(100, noise="0.1"), TypeError, "noise"),
+    (lambda: data.spirals(6, classes=3, test_fraction=0.9), ValueError, "for training"),
+])
+def test_more_bad_input_names_the_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_numpy_scalars_are_accepted():
+    a = data.spirals(np.int64(60), classes=np.int32(3), noise=np.float32(0.1), turns=np.float64(1.0),
+                     test_fraction=np.float32(0.25), seed=np.int64(4))
+    b = data.spirals(60, classes=3, noise=float(np.float32(0.1)), turns=1.0,
+                     test_fraction=float(np.float32(0.25)), seed=4)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+
+
+@given(st.integers(3, 200), st.floats(0.01, 0.99), st.integers(0, 2**40))
+@settings(max_examples=30, deadline=None)
+def test_teacher_either_refuses_the_split_or_gives_finite_nonempty_splits(n, fraction, seed):
+    try:
+        d = data.teacher(n, in_features=3, depth=1, width=4, test_fraction=fraction, seed=seed)
+    except ValueError as exc:
+        assert "for training" in str(exc)
+        return
+    assert len(d.x_train) >= 2 and len(d.x_test) >= 1
+    for t in (d.x_train, d.y_train, d.x_test, d.y_test):
+        assert torch.isfinite(t).all()
+
+
+@given(st.floats(0, 10), st.floats(-5, 5), st.integers(2, 5))
+@settings(max_examples=20, deadline=None)
+def test_spirals_are_finite_for_any_allowed_noise_and_turns(noise, turns, classes):
+    d = data.spirals(20 * classes, classes=classes, noise=noise, turns=turns, seed=0)
+    assert torch.isfinite(d.x_train).all() and torch.isfinite(d.x_test).all()
+    assert d.n_classes == classes

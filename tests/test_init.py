@@ -249,3 +249,127 @@ def test_predict_roughly_matches_a_measured_wide_network(act, scheme):
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# --- bad input found by fuzzing the public API (issue 18), and the fixes' properties ---
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: init.gaussian_moments("relu", 1.0, cells=1), ValueError, "cells"),  # was (0, 0, 0)
+    (lambda: init.gaussian_moments("relu", 1.0, cells=2401), ValueError, "even"),
+    (lambda: init.gaussian_moments("relu", 1.0, cells=2.0), TypeError, "cells"),
+    (lambda: init.gaussian_moments("relu", math.nan), ValueError, "variance q"),
+    (lambda: init.weight_variance("normal", 4, 4, std=1e300), ValueError, "float32"),
+    (lambda: init.weight_variance("normal", 4, 4, std=None), TypeError, "std"),
+    (lambda: init.weight_variance("he", 4, 4, nonlinearity="relu7"), ValueError, "unknown activation"),
+    (lambda: init.weight_variance("he", 4, 4, nonlinearity=3), TypeError, "nonlinearity"),
+    (lambda: init.gain(3), TypeError, "nonlinearity"),
+    (lambda: init.apply(nn.Linear(2, 2), "he", seed=-1), ValueError, "seed"),
+    (lambda: init.apply(nn.Linear(2, 2), "he", seed=1.0), TypeError, "seed"),
+    (lambda: init.lsuv(nn.Linear(4, 2), torch.ones(3, 5)), ValueError, "4 features"),
+    (lambda: init.lsuv(nn.Linear(4, 2), torch.ones(3, 4, dtype=torch.float64)), TypeError, "dtype"),
+    (lambda: init.lsuv(nn.Linear(4, 2), torch.ones(0, 4)), ValueError, "empty"),
+    (lambda: init.lsuv(nn.Linear(4, 2), torch.ones(3, 4), tol=math.nan), ValueError, "tol"),
+    (lambda: init.lsuv(nn.Linear(4, 2), torch.ones(3, 4), tol=1.5), ValueError, "tol"),
+    (lambda: init.lsuv(nn.Linear(4, 2), torch.zeros(8, 4)), ValueError, "variance"),  # nothing to rescale
+    (lambda: init.predict("relu", "normal", 8, 400, scheme_params={"std": 1e3}), ValueError, "overflow"),
+])
+def test_more_bad_input_names_the_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_lsuv_warns_when_a_layer_does_not_converge():
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    model = networks.mlp(3, 16, "relu", in_features=16, seed=0)
+    with pytest.warns(RuntimeWarning, match=r"lsuv: .* not within tol=1e-12 .* max_iter=2"):
+        init.lsuv(model, x, tol=1e-12, max_iter=2)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        init.lsuv(networks.mlp(3, 16, "relu", in_features=16, seed=0), x, seed=0)  # converges
+
+
+def test_orthogonal_and_every_scheme_work_on_half_precision():
+    for scheme in init.schemes():
+        model = nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 4)).half()
+        init.apply(model, scheme, seed=0)
+        assert model[0].weight.dtype == torch.float16
+        assert torch.isfinite(model[0].weight).all()
+    w = init.apply(nn.Linear(16, 8).to(torch.bfloat16), "orthogonal", seed=0).weight.float()
+    torch.testing.assert_close(w @ w.T, torch.eye(8), atol=0.03, rtol=0)
+
+
+def test_apply_never_touches_torchs_global_or_cuda_generators(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("apply reseeded a global generator")
+    monkeypatch.setattr(torch, "manual_seed", refuse)
+    monkeypatch.setattr(torch.cuda, "manual_seed", refuse)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
+    layer = nn.Linear(4, 4)  # (building it draws from the global generator, as in PyTorch)
+    state = torch.get_rng_state()
+    init.apply(layer, "orthogonal", seed=3)
+    networks.mlp(2, 8, in_features=4, seed=3)
+    networks.rnn(4, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_numpy_scalars_are_accepted_wherever_a_number_is():
+    a = nn.Linear(8, 8)
+    b = nn.Linear(8, 8)
+    init.apply(a, "normal", seed=np.int64(2), std=np.float32(0.5))
+    init.apply(b, "normal", seed=2, std=0.5)
+    assert torch.equal(a.weight, b.weight)
+    v = init.weight_variance("normal", np.int32(4), np.int64(4), std=np.float64(0.1))
+    assert v == pytest.approx(0.01)
+    assert init.gaussian_moments("relu", np.float32(2.0))[1] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_the_registry_keeps_fill_variance_and_parameters_together():
+    assert list(init.SCHEMES) == init.schemes()
+    for name, s in init.SCHEMES.items():
+        assert s.name == name and callable(s.fill) and callable(s.variance) and s.formula
+        assert name in init.apply.__doc__  # the generated table of schemes
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "selu"])
+def test_gain_is_torchs_calculate_gain_where_torch_has_one(name):
+    assert init.gain(name) == nn.init.calculate_gain(name)
+
+
+@given(st.floats(min_value=0.0, max_value=0.99))
+def test_gain_of_leaky_relu_follows_its_slope(slope):
+    assert init.gain("leaky_relu", slope=slope) == pytest.approx(math.sqrt(2 / (1 + slope**2)))
+
+
+@pytest.mark.parametrize("name", ["elu", "gelu", "silu", "softplus"])
+def test_gain_elsewhere_keeps_a_unit_gaussians_second_moment(name):
+    g = init.gain(name)
+    assert g**2 * init.gaussian_moments(name, 1.0)[1] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_he_follows_the_nonlinearity_it_is_given():
+    layer = nn.Linear(400, 300)
+    init.apply(layer, "he", seed=0, nonlinearity="tanh")
+    expected = (5 / 3) ** 2 / 400
+    assert init.weight_variance("he", 400, 300, nonlinearity="tanh") == pytest.approx(expected)
+    assert float(layer.weight.double().var()) == pytest.approx(expected, rel=0.03)
+    assert init.weight_variance("he", 400, 300) == pytest.approx(2 / 400)  # ReLU's by default
+    assert init.weight_variance("he", 400, 300, gain=1.0) == pytest.approx(1 / 400)
+    # networks.mlp can hand He its own activation's gain.
+    model = networks.mlp(2, 256, "leaky_relu", init="he", in_features=256, seed=0,
+                         activation_params={"slope": 0.5}, init_params={"nonlinearity": "auto"})
+    w = model.layer2.linear.weight.double()
+    assert float(w.var()) == pytest.approx(2 / (1 + 0.25) / 256, rel=0.05)
+
+
+@given(st.sampled_from(init.schemes()), st.integers(1, 4096), st.integers(1, 4096))
+def test_weight_variance_is_finite_and_nonnegative_for_any_fans(scheme, fan_in, fan_out):
+    v = init.weight_variance(scheme, fan_in, fan_out)
+    assert math.isfinite(v) and v >= 0
+
+
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not math.isfinite(v)),
+                 st.floats(min_value=3.5e38, max_value=1e308)))
+def test_no_nonfinite_or_float32_overflowing_parameter_is_accepted(bad):
+    with pytest.raises(ValueError, match="std"):
+        init.weight_variance("normal", 4, 4, std=bad)

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from lib import init, networks
@@ -171,3 +174,54 @@ def test_bad_input_names_the_argument(call, exc, match):
 def test_rnn_rejects_a_radius_that_is_not_finite_and_nonnegative(radius):
     with pytest.raises(ValueError, match="spectral_radius"):
         networks.rnn(8, spectral_radius=radius)
+
+
+# --- bad input found by fuzzing the public API (issue 18) ---
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: networks.mlp(2, 8, residual=True, residual_scale=math.nan), ValueError, "residual_scale"),
+    (lambda: networks.mlp(2, 8, residual=True, residual_scale=1e300), ValueError, "residual_scale"),
+    (lambda: networks.mlp(2, 8, residual_scale="big"), TypeError, "residual_scale"),
+    (lambda: networks.mlp(2, 8, bias="no"), TypeError, "bias"),  # 'no' is truthy: it built biases
+    (lambda: networks.mlp(2, 8, zero_init_residual=1), TypeError, "zero_init_residual"),
+    (lambda: networks.mlp(2, 8, norm=None), TypeError, "norm"),
+    (lambda: networks.mlp(2, 8, seed=1.5), TypeError, "seed"),
+    (lambda: networks.Layer(0, 4, nn.ReLU()), ValueError, "fan_in"),
+    (lambda: networks.Layer(4, 2.0, nn.ReLU()), TypeError, "fan_out"),
+    (lambda: networks.Layer(4, 4, "relu"), TypeError, "act"),
+    (lambda: networks.Layer(4, 4, nn.ReLU(), norm="group"), ValueError, "norm"),
+    (lambda: networks.Layer(4, 4, nn.ReLU(), bias="yes"), TypeError, "bias"),
+    (lambda: networks.ResidualBlock(-1, nn.ReLU()), ValueError, "width"),
+    (lambda: networks.ResidualBlock(4, nn.ReLU(), scale=math.inf), ValueError, "scale"),
+    (lambda: networks.ResidualBlock(4, nn.ReLU(), norm="batchnorm"), ValueError, "norm"),
+    (lambda: networks.VanillaRNN(0), ValueError, "hidden"),
+    (lambda: networks.VanillaRNN(4, in_features=1.0), TypeError, "in_features"),
+    (lambda: networks.VanillaRNN(4, activation="tanhh"), ValueError, "unknown activation"),
+    (lambda: networks.rnn(4, in_features=2)(torch.ones(3, 5, 3)), ValueError, r"\(batch, time, 2\)"),
+    (lambda: networks.rnn(4)(torch.ones(3, 5, 1, dtype=torch.float64)), TypeError, "dtype"),
+    (lambda: networks.rnn(4)(torch.ones(3, 5, 1), h0=torch.ones(2, 4)), ValueError, "h0"),
+    (lambda: networks.rnn(4)([[1.0]]), TypeError, "x must be a torch.Tensor"),
+    (lambda: networks.rnn(4, spectral_radius=True), TypeError, "spectral_radius"),
+])
+def test_more_bad_input_names_the_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_bias_false_builds_no_biases_and_numpy_sizes_are_accepted():
+    model = networks.mlp(np.int64(2), np.int32(8), in_features=np.int64(4), bias=False,
+                         residual_scale=np.float32(0.5), seed=np.int64(0))
+    assert all(not n.endswith("bias") for n, _ in model.named_parameters())
+    rnn = networks.rnn(np.int64(4), spectral_radius=np.float32(0.9), seed=np.int64(1))
+    eig = torch.linalg.eigvals(rnn.W.weight.detach().double()).abs()
+    assert float(eig.max()) == pytest.approx(0.9, rel=1e-5)
+
+
+@given(st.integers(1, 4), st.integers(1, 16), st.sampled_from(networks.NORMS), st.booleans(),
+       st.booleans(), st.floats(-2, 2, allow_nan=False))
+@settings(max_examples=25, deadline=None)
+def test_any_valid_arguments_build_a_model_with_finite_outputs(depth, width, norm, residual, bias, scale):
+    model = networks.mlp(depth, width, norm=norm, residual=residual, bias=bias,
+                         residual_scale=scale, in_features=3, out_features=2, seed=0)
+    out = model(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))
+    assert out.shape == (5, 2) and torch.isfinite(out).all()

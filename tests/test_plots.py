@@ -127,3 +127,41 @@ def test_histogram_grid_has_one_labelled_panel_per_layer():
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# --- bad input found by fuzzing the public API (issue 18) ---
+
+def test_histograms_of_samples_with_inf_or_nan_count_them_instead_of_failing():
+    samples = {"layer1": torch.tensor([1.0, 2.0, math.inf, -math.inf, math.nan, 3.0]),
+               "layer2": torch.full((4,), math.inf), "layer3": np.array([0.5, 1.5])}
+    fig, axes = plots.histogram_grid(samples, bins=5)
+    titles = [ax.get_title() for ax in axes.flat[:3]]
+    assert titles == ["layer1 (3 non-finite)", "layer2 (4 non-finite)", "layer3"]
+    assert sum(p.get_height() for p in axes.flat[0].patches) == 3  # the three finite samples
+
+
+def test_layer_profile_leaves_inf_and_nan_out_as_gaps():
+    _, ax = plots.new_figure()
+    plots.layer_profile(ax, [1.0, math.inf, math.nan, 2.0], label="relu")
+    y = ax.get_lines()[0].get_ydata()
+    assert y[0] == 1.0 and y[3] == 2.0 and math.isnan(y[1]) and math.isnan(y[2])
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: plots.histogram_grid({"a": [1.0]}, range_=(1.0, 0.0)), ValueError, r"range_\[1\]"),
+    (lambda: plots.histogram_grid({"a": [1.0]}, range_=(0.0, math.inf)), ValueError, r"range_\[1\]"),
+    (lambda: plots.histogram_grid({"a": [1.0]}, range_=5), TypeError, "range_"),
+    (lambda: plots.histogram_grid({"a": ["x"]}), TypeError, "samples"),
+    (lambda: plots.histogram_grid({"a": [1.0]}, bins=0), ValueError, "bins"),
+    (lambda: plots.new_figure(width=math.nan), ValueError, "width"),
+    (lambda: plots.new_figure(height=-1), ValueError, "height"),
+    (lambda: plots.new_figure(np.int64(0)), ValueError, "ncols"),
+])
+def test_more_bad_input_names_the_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_numpy_sizes_are_accepted():
+    fig, axes = plots.new_figure(np.int64(2), width=np.float32(6.0))
+    assert len(axes) == 2
