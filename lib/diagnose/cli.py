@@ -149,7 +149,8 @@ def _guard(what: str, fn: Callable[[], Any]) -> Any:
         raise
     except BaseException as exc:  # noqa: BLE001 - user code, SystemExit included
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise _CliError(f"{what}: {type(exc).__name__}{': ' + text if text else ''}") from None
+        sep = " " if what.endswith("raised") else ": "
+        raise _CliError(f"{what}{sep}{type(exc).__name__}{': ' + text if text else ''}") from None
 
 
 def _build(factory: Callable[[], Any], what: str) -> tuple[nn.Module, Tensor | None, Tensor | None]:
