@@ -29,7 +29,7 @@ def test_integers_of_every_kind_are_numbers_and_ints(v):
     assert type(C.check_int(np.int32(v % 2**31), "n")) is int
 
 
-@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=repr)
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=lambda v: type(v).__name__)
 def test_a_value_that_is_not_a_real_number_is_a_type_error_naming_the_argument(bad):
     with pytest.raises(TypeError, match="^lr must be a real number"):
         C.check_number(bad, "lr")
