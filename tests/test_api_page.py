@@ -55,7 +55,9 @@ def test_every_exported_name_has_the_docstring_autodoc_needs(name):
     module = importlib.import_module(f"lib.{name}")
     attr_docs = _attr_docs(module)
     # Sub-packages may re-export constants documented in the submodule that defines them.
-    for sub in [v for v in vars(module).values() if inspect.ismodule(v) and v.__name__.startswith(module.__name__)]:
+    subs = [v for v in vars(module).values()
+            if inspect.ismodule(v) and v.__name__.startswith(module.__name__)]
+    for sub in subs:
         attr_docs |= _attr_docs(sub)
     undocumented = []
     for member in module.__all__:
