@@ -276,15 +276,26 @@ def q_trajectory(activation: Any, q0: float, sigma_w2: float, sigma_b2: float, d
 
 
 def c_trajectory(activation: Any, c0: float, sigma_w2: float, sigma_b2: float, depth: int,
-                 *, nodes: int = _NODES) -> np.ndarray:
-    """:math:`c_1, \\dots, c_{depth}` at the fixed length :math:`q^*`, from :math:`c_0`."""
-    q = float(q_fixed_point(activation, sigma_w2, sigma_b2, nodes=nodes))
-    if not math.isfinite(q) or q < 1e-12:
-        raise ValueError("c_trajectory needs a finite, non-zero fixed length q*; "
-                         f"got q* = {q} for sigma_w2={sigma_w2}, sigma_b2={sigma_b2}")
+                 *, q0: float | None = None, nodes: int = _NODES) -> np.ndarray:
+    """:math:`c_1, \\dots, c_{depth}` from :math:`c_0`, for two inputs of equal length.
+
+    With ``q0=None`` the length is held at the fixed point :math:`q^*`; with
+    ``q0`` it starts there and follows the length map alongside
+    (:math:`c_{l+1}` uses :math:`q_l`), as in a real network whose first
+    layers have not yet reached :math:`q^*`.
+    """
+    if q0 is None:
+        q = float(q_fixed_point(activation, sigma_w2, sigma_b2, nodes=nodes))
+        if not math.isfinite(q) or q < 1e-12:
+            raise ValueError("c_trajectory needs a finite, non-zero fixed length q*; "
+                             f"got q* = {q} for sigma_w2={sigma_w2}, sigma_b2={sigma_b2}")
+    else:
+        q = check_number(q0, "q0", gt=0)
     c, out = check_number(c0, "c0", ge=-1, le=1), []
     for _ in range(check_int(depth, "depth", ge=1)):
         c = float(c_map(activation, c, q, sigma_w2, sigma_b2, nodes=nodes))
+        if q0 is not None:
+            q = float(q_map(activation, q, sigma_w2, sigma_b2, nodes=nodes))
         out.append(c)
     return np.array(out)
 
