@@ -1,0 +1,224 @@
+"""Every number in the book's prose is computed on the page, or is a principled exception.
+
+The book promises that every number a reader sees in the text comes from the
+code that runs on that page (myst-nb ``glue``), so that changing the code
+changes the sentence. This test reads every page of ``book/`` (markdown cells
+of the MyST notebooks; whole files for plain pages) and fails on any number
+in the prose that is neither produced by a ``{glue}`` role nor covered by one
+of the exceptions below. What is not prose is removed first: code cells and
+fenced code, math (``$...$``, ``$$...$$``), inline code, every MyST role
+(``{glue:text}``, ``{ref}``, ``{cite}``, ...), directive lines and their
+options, link targets, labels and HTML.
+
+The exceptions, each a rule rather than a sentence:
+
+* **0 and 1**, and exact fractions of small integers written ``a/b``
+  (``1/4``, ``11/48``): mathematical values, not measurements;
+* **mathematical constants** at the printed precision (two decimals or
+  more): ``2.30`` for :math:`\\ln 10`, ``2.72`` for :math:`e`, SELU's
+  ``1.0507`` and ``1.6733``, and the few others in :data:`CONSTANTS`; and
+  the argument of a function written out in words ("ln 10");
+* **numbers the page's own code also uses**: a setting named in the prose
+  ("width 64", "slope 0.01", "learning rate 0.05") is allowed when the same
+  value is a numeric literal in a code cell of that page, so prose and code
+  cannot drift apart silently (change the code and the number in the prose
+  no longer matches any literal). A percentage ``p %`` matches a literal
+  ``p`` or ``p / 100``;
+* **citation years** (``Hendrycks & Gimpel 2016``, ``(2017)``) and
+  **numbered references** (chapter, section, part, exercise, equation,
+  figure, table, claim numbers).
+
+A failure names the page, the line and the number: glue the value, or name
+the code literal it stands for, or rewrite the sentence.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+import tokenize
+from pathlib import Path
+
+import jupytext
+import pytest
+
+BOOK = Path(__file__).resolve().parents[1] / "book"
+
+#: Mathematical constants the prose may quote, by name; matched at the printed precision.
+CONSTANTS = {
+    "ln 10": math.log(10), "ln 2": math.log(2), "e": math.e, "pi": math.pi,
+    "sqrt 2": math.sqrt(2), "sqrt 3": math.sqrt(3), "sqrt 6": math.sqrt(6),
+    "SELU lambda": 1.0507009873554805, "SELU alpha": 1.6732632423543772,
+}
+
+_REF_WORDS = ("chapter", "chapters", "section", "sections", "part", "exercise", "exercises",
+              "equation", "eq.", "figure", "fig.", "table", "claim", "claims", "appendix")
+_NUMBER = re.compile(r"(?<![\w.,/^])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+                     r"(?![\w/]|\.\d|,\d{3})")
+_FRACTION = re.compile(r"(?<![\w.])\d{1,3}/\d{1,3}(?![\w.])")
+
+
+def _pages() -> list[Path]:
+    return sorted(p for p in BOOK.glob("*.md"))
+
+
+def _split(path: Path) -> tuple[list[tuple[int, str]], str]:
+    """(prose lines with their line numbers in the file, all code of the page)."""
+    text = path.read_text(encoding="utf-8")
+    if text.startswith("---\njupytext:") or "\nkernelspec:" in text.split("\n---", 2)[0]:
+        nb = jupytext.reads(text, fmt="md:myst")
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    else:
+        code = ""
+    lines = text.splitlines()
+    prose: list[tuple[int, str]] = []
+    in_front = lines[:1] == ["---"]
+    fence: str | None = None
+    prose_fence = False
+    for i, line in enumerate(lines, start=1):
+        s = line.strip()
+        if in_front:
+            if i > 1 and s == "---":
+                in_front = False
+            continue
+        m = re.match(r"^(`{3,}|~{3,})(.*)$", s)
+        if fence is not None:
+            if m and s.startswith(fence) and not m.group(2).strip():
+                fence = None
+            elif prose_fence and not s.startswith(":"):
+                prose.append((i, line))
+            continue
+        if m:
+            fence = m.group(1)
+            info = m.group(2).strip()
+            # Directives whose body is prose (exercises, admonitions) stay in the scan.
+            prose_fence = bool(re.match(r"\{(exercise|solution|note|tip|warning|important|"
+                                        r"admonition|hint|seealso|caution|attention)", info))
+            continue
+        prose.append((i, line))
+    return prose, code
+
+
+def _code_values(code: str) -> set[float]:
+    """Every numeric literal of the page's code (numbers and strings, not comments)."""
+    values: set[float] = set()
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        tokens = []
+    for tok in tokens:
+        if tok.type == tokenize.NUMBER:
+            try:
+                values.add(float(tok.string.replace("_", "").rstrip("jJ")))
+            except ValueError:
+                pass
+        elif tok.type == tokenize.STRING:
+            # Labels such as "Leaky 0.01" or "lr 0.05" name a setting too.
+            for s in re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w])", tok.string):
+                values.add(float(s))
+    return values
+
+
+def _blank(m: re.Match) -> str:
+    """Replace a match by spaces, keeping its newlines, so positions keep their line."""
+    return re.sub(r"[^\n]", " ", m.group(0))
+
+
+def _clean(text: str) -> str:
+    """The prose of a page: roles, math, code, links and labels blanked out."""
+    para = r"(?:(?!\n\s*\n)[\s\S])"  # any character, but never across a blank line
+    s = re.sub(r"\$\$[\s\S]*?\$\$", _blank, text)
+    s = re.sub(rf"(?<!\\)\$(?!\$){para}*?(?<!\\)\$", _blank, s)
+    s = re.sub(rf"\{{[\w:-]+\}}`{para}*?`", _blank, s)  # MyST roles: glue, ref, cite, ...
+    s = re.sub(rf"``{para}*?``|`{para}*?`", _blank, s)
+    s = re.sub(r"\]\([^)]*\)", _blank, s)  # link targets
+    s = re.sub(r"<[^>\n]+>", _blank, s)  # HTML tags and autolinks
+    s = re.sub(r"(?m)^\s*\([\w-]+\)=\s*$", _blank, s)  # labels
+    s = re.sub(r"(?m)^\s*:[\w-]+:.*$", _blank, s)  # directive options
+    s = re.sub(r"https?://\S+", _blank, s)
+    return s
+
+
+def _is_constant(token: str, value: float) -> bool:
+    decimals = len(token.split(".")[1]) if "." in token else 0
+    if decimals < 2:  # one decimal would match too much by chance
+        return False
+    return any(abs(value - c) <= 0.5 * 10**-decimals + 1e-12 for c in CONSTANTS.values())
+
+
+def _is_reference(before: str, token: str, after: str) -> bool:
+    words = before.lower().rstrip().split()
+    if words and words[-1] in ("ln", "log", "log2", "log10", "sqrt", "exp"):
+        return True  # the argument of a function written out: "ln 10"
+    if words and words[-1].rstrip("s") in {w.rstrip("s") for w in _REF_WORDS}:
+        return True
+    year = re.fullmatch(r"(19|20)\d\d", token)
+    if year and (re.search(r"(et al\.?|[A-Z][\w'-]+|&|and)\s*,?\s*$", before)
+                 or re.search(r"\(\s*$", before)):
+        return True
+    return False
+
+
+def _matches_code(token: str, value: float, after: str, code_values: set[float]) -> bool:
+    def close(v: float) -> bool:
+        return any(math.isclose(v, c, rel_tol=1e-9, abs_tol=1e-12) for c in code_values)
+
+    if close(value):
+        return True
+    return bool(re.match(r"\s*%", after)) and close(value / 100)
+
+
+def offending_numbers(path: Path) -> list[tuple[int, str, str]]:
+    """(line, number, context) for every number in ``path``'s prose that no rule allows."""
+    prose, code = _split(path)
+    code_values = _code_values(code)
+    numbers = [n for n, _ in prose]
+    text = _FRACTION.sub(_blank, _clean("\n".join(line for _, line in prose)))
+    starts = [0]
+    for line in text.split("\n")[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    bad = []
+    for m in _NUMBER.finditer(text):
+        token = m.group(1)
+        value = float(token.replace(",", ""))
+        row = max(i for i, s in enumerate(starts) if s <= m.start())
+        before, after = text[starts[row]:m.start()], text[m.end():m.end() + 5]
+        if value in (0.0, 1.0) and "." not in token:
+            continue
+        if _is_constant(token, value) or _is_reference(before, token, after):
+            continue
+        if _matches_code(token, value, after, code_values):
+            continue
+        bad.append((numbers[row], token, prose[row][1].strip()[:100]))
+    return bad
+
+
+#: Pages whose owners still have typed numbers to glue (2026-12-01: ch2 "width 512",
+#: ch7's quoted paper results and settings, claims C09/C11 rows).
+#: Expected to fail until fixed; remove a page from here once it passes.
+NOT_YET_GLUED = {"02_chain_rule.md", "07_architectures.md", "claims.md"}
+
+
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(p, marks=pytest.mark.xfail(reason="typed numbers not yet glued",
+                                             strict=False))
+     if p.name in NOT_YET_GLUED else p for p in _pages()],
+    ids=lambda p: p.name)
+def test_prose_numbers_are_glued(page: Path) -> None:
+    bad = offending_numbers(page)
+    assert not bad, f"{page.name}: numbers typed into the prose (glue them, or use the " \
+        "code's literal):\n" + "\n".join(f"  line {n}: {tok!r} in: {ctx}" for n, tok, ctx in bad)
+
+
+def test_the_scan_finds_a_typed_number(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("---\njupytext:\n  text_representation:\n    extension: .md\n"
+                    "    format_name: myst\nkernelspec:\n  display_name: Python 3\n"
+                    "  language: python\n  name: python3\n---\n\n"
+                    "```{code-cell} ipython3\nlr = 0.05\n```\n\n"
+                    "At learning rate 0.05 the loss fell to 0.37 "
+                    "({glue:text}`loss:.2f` measured), $0.25^{19}$ in math, "
+                    "`0.9` in code, ln 10 = 2.30, Xu et al. 2015, chapter 3, 1/4.\n")
+    bad = offending_numbers(page)
+    assert [tok for _, tok, _ in bad] == ["0.37"], bad
