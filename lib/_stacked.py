@@ -40,6 +40,25 @@ def signature(model: nn.Module) -> tuple[Any, ...]:
     return mods, tensors
 
 
+def _act_key(m: nn.Module) -> tuple[Any, ...]:
+    return type(m), _scalars(m)
+
+
+def group_key(model: nn.Module) -> tuple[Any, ...]:
+    """The stacking key: :func:`signature`, except that for the fast path the
+    (parameter-free, elementwise) activations may differ between members:
+    they are applied to contiguous runs of the stack."""
+    if not _mlp_ok(model):
+        return ("module",) + signature(model)
+    mods = tuple((n, "activation") if isinstance(m, _ELEMENTWISE)
+                 else (n, type(m), _scalars(m)) for n, m in model.named_modules())
+    return ("mlp",) + (mods, signature(model)[1])
+
+
+def _acts_of(model: nn.Module) -> tuple[Any, ...]:
+    return tuple(_act_key(m) for m in model.modules() if isinstance(m, _ELEMENTWISE))
+
+
 def _mlp_ok(model: nn.Module) -> bool:
     """True if the hand-written stacked forward reproduces ``model`` exactly."""
     if not isinstance(model, _networks.MLP) or not isinstance(getattr(model, "output", None),
@@ -82,6 +101,19 @@ class _Group:
         layers = _probes.layer_modules(self.template)
         self.layer_w = [f"{n}.weight" for n, _ in layers]
         self.dead: list[Tensor] = []
+        # Per activation module name: (count, module) runs over the stack's members.
+        self.runs: dict[str, list[tuple[int, nn.Module]]] = {}
+        if self.mlp:
+            for name, mod in self.template.named_modules():
+                if isinstance(mod, _ELEMENTWISE):
+                    runs: list[tuple[int, nn.Module]] = []
+                    for m in models:
+                        act = m.get_submodule(name)
+                        if runs and _act_key(runs[-1][1]) == _act_key(act):
+                            runs[-1] = (runs[-1][0] + 1, runs[-1][1])
+                        else:
+                            runs.append((1, act))
+                    self.runs[name] = runs
 
     def _layout(self, name: str, t: Tensor) -> Tensor:
         return t.T if name in self.transposed else t
@@ -119,6 +151,10 @@ class _Group:
     def _act(self, z: Tensor, prefix: str, mod: nn.Module, record: bool) -> Tensor:
         if isinstance(mod, nn.PReLU):
             h = torch.where(z >= 0, z, self.P[f"{prefix}.weight"].unsqueeze(1) * z)
+        elif len(self.runs.get(prefix, ())) > 1:
+            runs = self.runs[prefix]
+            parts = z.split([count for count, _ in runs])
+            h = torch.cat([act(part) for part, (_, act) in zip(parts, runs)])
         else:
             h = mod(z)
         if record:  # a unit is dead on this batch if its output is 0 for every example
@@ -177,9 +213,8 @@ class _Group:
             grads = [torch.zeros_like(p) if p.grad is None else p.grad if all_alive
                      else torch.where(mask.view(-1, *[1] * (p.dim() - 1)), p.grad, 0.0)
                      for p in params]
-            norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1)
-                                 for g in grads]).double()
-            total = norms.norm(dim=0)
+            # Per member, the norm over all its gradient entries (as clip_grad_norm_).
+            total = torch.cat([g.flatten(1) for g in grads], 1).norm(dim=1).double()
             out["grad_norm"] = torch.where(mask, total, math.nan)
             if cfg.clip_norm is not None:
                 coef = (cfg.clip_norm / (total + 1e-6)).clamp(max=1.0)
@@ -205,6 +240,12 @@ class _Group:
         cfg = self.cfg
         self.t += 1
         lr = lr64.to(params[0].dtype)
+        if cfg.optimizer == "sgd" and not cfg.momentum and not cfg.weight_decay:
+            # Plain SGD, all tensors in two fused calls: p <- p - lr_k * g.
+            views = {d: lr.view(-1, *[1] * (d - 1)) for d in {p.dim() for p in params}}
+            steps = torch._foreach_mul(grads, [views[p.dim()] for p in params])
+            torch._foreach_sub_(params, steps)
+            return
         for i, (p, g) in enumerate(zip(params, grads)):
             shape = (-1, *[1] * (p.dim() - 1))
             if cfg.weight_decay:
@@ -272,10 +313,13 @@ def run(members: list[Any], models: list[nn.Module], data: Dataset, cfg: _traini
     for i, model in enumerate(models):
         if model.training is False:
             model.train()
-        by_sig.setdefault(signature(model), []).append(i)
+        by_sig.setdefault(group_key(model), []).append(i)
     groups: list[_Group] = []
     loop: list[int] = []
     for idx in by_sig.values():
+        # members with the same activations next to each other (contiguous runs)
+        order = {k: j for j, k in enumerate(dict.fromkeys(_acts_of(models[i]) for i in idx))}
+        idx = sorted(idx, key=lambda i: order[_acts_of(models[i])])
         ms = [models[i] for i in idx]
         if not batched or any(isinstance(mod, _RANDOM) and getattr(mod, "p", 1) != 0
                               for mod in ms[0].modules()):
