@@ -25,7 +25,9 @@ Which models are batched:
   with any elementwise activation of :mod:`lib.activations` (PReLU included,
   its slope stacked per member), LayerNorm, and BatchNorm (batch statistics
   per member in training, running statistics per member in evaluation) - by
-  a hand-written stacked forward, the fast path;
+  a hand-written stacked forward, the fast path. Members whose MLPs differ
+  only in a parameter-free activation (ReLU and tanh arms, say) share one
+  stack, each activation applied to its own contiguous run of members;
 * any other module whose forward is a pure function of its parameters and
   buffers, through :func:`torch.func.functional_call` and
   :func:`torch.func.vmap` (a model with BatchNorm in training mode, or
