@@ -48,7 +48,8 @@ with warnings.catch_warnings():
     from tqdm.auto import tqdm
 
 __all__ = ["History", "Config", "train", "train_step", "evaluate", "progress_bar",
-           "check_config", "OPTIMIZERS", "SGD", "Adam"]
+           "check_config", "loss_function", "batch_generator", "next_batch",
+           "OPTIMIZERS", "SGD", "Adam"]
 
 #: The optimisers :func:`train` accepts by name.
 OPTIMIZERS = ("sgd", "adam")
