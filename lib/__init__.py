@@ -12,9 +12,9 @@ Modules, lowest first (a module imports only those above it in this list):
 * :mod:`lib.networks` - MLP and RNN builders with readable layer names
 * :mod:`lib.architectures` - residual CNNs and transformers of today, many seeds at once
 * :mod:`lib.recurrent` - gradients through time in recurrent networks
+* :mod:`lib.recurrent_population` - many recurrent nets as one block-diagonal nn.RNN/LSTM/GRU
 * :mod:`lib.probes` - per-layer gradient-flow statistics for any ``nn.Module``
 * :mod:`lib.training` - a seeded training loop that records gradient flow
-* :mod:`lib.recurrent_population` - many recurrent nets as one block-diagonal nn.RNN/LSTM/GRU
 * :mod:`lib._stacked` - the batched engine of lib.population (private)
 * :mod:`lib.population` - many seeds and learning rates trained as one computation
 * :mod:`lib.diagnose` - plain-language diagnosis of a probe report

@@ -38,8 +38,10 @@ Examples::
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -47,11 +49,25 @@ from torch import Tensor, nn
 from lib import _checks
 from lib import seeds as _seeds
 from lib.data import Dataset
-from lib.training import progress_bar
+
+with warnings.catch_warnings():
+    # without ipywidgets tqdm.auto warns at import and falls back to the text bar
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 __all__ = ["BlockRecurrent", "PopulationRun", "train_population"]
 
 _GATES = {nn.RNN: 1, nn.LSTM: 4, nn.GRU: 3}
+
+
+def progress_bar(iterable: range, desc: str, enabled: bool = True) -> Any:
+    """tqdm over ``iterable``; silent if not ``enabled`` or ``TQDM_DISABLE`` is set.
+
+    The same rule as :func:`lib.training.progress_bar`, repeated here so that
+    this module does not import lib.training (and lib.probes with it).
+    """
+    quiet = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    return tqdm(iterable, desc=desc, leave=False, disable=quiet)
 
 
 class BlockRecurrent(nn.Module):
@@ -123,8 +139,12 @@ class BlockRecurrent(nn.Module):
                 ow[k * o:(k + 1) * o, k * h:(k + 1) * h] = k
                 ob[k * o:(k + 1) * o] = k
             ids["head.weight"], ids["head.bias"] = ow, ob
-        # owner[i] = member that owns weight i, or M for an off-block weight (kept at 0)
+        # owner[i] = member that owns weight i, or M for an off-block weight (kept at 0);
+        # every parameter's rows come in (gate, member, row) order, so a view
+        # (gates, M, -1) puts each member's rows in one slice.
         self._owner = [ids[n] for n, _ in self.named_parameters()]
+        self._on = [o < m for o in self._owner]
+        self._groups = [g if n.startswith("rnn.") else 1 for n, _ in self.named_parameters()]
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[2:] != (self.members,
@@ -221,8 +241,9 @@ def train_population(pop: BlockRecurrent, tasks: Sequence[Dataset], task_of: Seq
     gens = [torch.Generator().manual_seed(_seeds.stream(seed, f"batches-{k}"))
             for k in range(len(tasks))]
     params = list(pop.parameters())
-    owner = pop._owner
+    on, groups = pop._on, pop._groups
     idx_t = torch.tensor(task_of)
+    all_tasks = torch.arange(len(tasks))[:, None]
     state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
     alive = torch.ones(m, dtype=torch.bool)
     diverged = torch.zeros(m, dtype=torch.int64)
@@ -230,48 +251,46 @@ def train_population(pop: BlockRecurrent, tasks: Sequence[Dataset], task_of: Seq
     grad_norm = torch.zeros(m, steps)
     evals, eval_steps = [], []
     b1, b2, eps = 0.9, 0.999, 1e-8
+    clip_v = bool(torch.isfinite(values_c).any())
     for step in progress_bar(range(1, steps + 1), "training", progress):
         rows = torch.stack([torch.randint(0, xs.shape[1], (batch_size,), generator=g)
                             for g in gens])  # (tasks, B)
-        xb = xs[torch.arange(len(tasks))[:, None], rows][idx_t].permute(1, 2, 0, 3)
-        yb = ys[torch.arange(len(tasks))[:, None], rows][idx_t].T  # (B, M)
+        xb = xs[all_tasks, rows][idx_t].permute(1, 2, 0, 3)
+        yb = ys[all_tasks, rows][idx_t].T  # (B, M)
         for p in params:
             p.grad = None
-        pred = pop(xb)[..., 0]
-        loss = ((pred - yb) ** 2).mean(0)  # (M,)
+        loss = ((pop(xb)[..., 0] - yb) ** 2).mean(0)  # (M,)
         bad = ~torch.isfinite(loss) | (loss > diverge_at)
         torch.where(alive & ~bad, loss, torch.zeros_like(loss)).sum().backward()
-        sq = torch.zeros(m + 1, dtype=torch.float64)
-        for p, own in zip(params, owner):
-            sq += torch.bincount(own.flatten(), p.grad.flatten().double() ** 2, m + 1)
-        gn = sq[:m].sqrt().float()
+        grads = [torch.where(o, p.grad, 0.0) for p, o in zip(params, on)]
+        gn = sum(g.view(k, m, -1).pow(2).sum((0, 2)) for g, k in zip(grads, groups)).sqrt()
         bad |= ~torch.isfinite(gn)
         newly = alive & bad
         diverged[newly] = step
         alive &= ~bad
-        train_loss[:, step - 1] = torch.where(alive, loss.detach(), torch.full_like(loss,
-                                                                                    math.inf))
+        train_loss[:, step - 1] = torch.where(alive, loss.detach(), math.inf)
         grad_norm[:, step - 1] = gn
-        scale = torch.where(alive, torch.clamp(norms_c / gn.clamp_min(1e-30), max=1.0),
-                            torch.zeros(m))
-        scale = torch.cat([scale, torch.zeros(1)])
-        lr_ext = torch.cat([lrs * alive, torch.zeros(1)])
-        vc = torch.cat([values_c, torch.zeros(1)])
+        scale = torch.where(alive, torch.clamp(norms_c / gn.clamp_min(1e-30), max=1.0), 0.0)
+        scale = torch.nan_to_num(scale, nan=0.0)
+        step_size = (lrs * alive).view(1, m, 1)
+        if optimizer == "adam":
+            step_size = step_size * (math.sqrt(1 - b2 ** step) / (1 - b1 ** step))
         with torch.no_grad():
-            for p, own, (mo, ve) in zip(params, owner, state):
-                g = torch.where(own < m, p.grad, torch.zeros_like(p.grad)) * scale[own]
-                g = torch.maximum(torch.minimum(g, vc[own]), -vc[own])
+            for p, g, k, (mo, ve) in zip(params, grads, groups, state):
+                g = (g.view(k, m, -1) * scale.view(1, m, 1))
+                if clip_v:
+                    c = values_c.view(1, m, 1)
+                    g = torch.maximum(torch.minimum(g, c), -c)
+                pv = p.view(k, m, -1)
                 if optimizer == "sgd":
-                    p.sub_(lr_ext[own] * g)
+                    pv.sub_(step_size * g)
                 else:
-                    mo.mul_(b1).add_(g, alpha=1 - b1)
-                    ve.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    mhat = mo / (1 - b1 ** step)
-                    vhat = ve / (1 - b2 ** step)
-                    p.sub_(lr_ext[own] * mhat / (vhat.sqrt() + eps))
+                    mv, vv = mo.view(k, m, -1), ve.view(k, m, -1)
+                    mv.mul_(b1).add_(g, alpha=1 - b1)
+                    vv.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    pv.sub_(step_size * mv / (vv.sqrt() + eps * math.sqrt(1 - b2 ** step)))
                 if newly.any():
-                    dead = torch.cat([newly, torch.zeros(1, dtype=torch.bool)])[own]
-                    p.masked_fill_(dead, 0.0)
+                    pv.masked_fill_(newly.view(1, m, 1), 0.0)
         if step % eval_every == 0 or step == steps:
             with torch.no_grad():
                 te = ((pop(xt)[..., 0] - yt) ** 2).mean(0)
