@@ -111,7 +111,8 @@ def _visit(browser, url: str):
             if r.status >= 400 else None)
     # "load" waits for every image and script; MathJax then typesets asynchronously,
     # so wait for its promise too (it is a deferred script, so it exists by then).
-    page.goto(url, wait_until="load")
+    # A generous timeout: MathJax's typesetting alone takes seconds on a loaded machine.
+    page.goto(url, wait_until="load", timeout=120000)
     page.evaluate("() => (window.MathJax && MathJax.startup) ? MathJax.startup.promise : null")
     return page, problems
 

@@ -66,6 +66,8 @@ def _check_xy(x: Any, y: Any) -> None:
 
 
 def _names(values: Any, name: str) -> list[Any]:
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        values = values.tolist()
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
         raise ValueError(f"{name} must be a non-empty list")
     return list(values)
@@ -189,24 +191,25 @@ def phase_grid(x: Tensor, y: Tensor, *, sigmas: Sequence[float], bias_scales: Se
 
 
 def phase_figure(grid: Grid) -> _fig.Figure:
-    """Heat map over weight scale and depth; a slider sets the bias scale."""
+    """Heat map over the weight variance sigma_w^2 and depth; a slider sets sigma_b."""
     sbs = sorted({r["sb"] for r in grid.rows})
     lim = max(float(np.nanmax(np.abs(r["ratio"]))) for r in grid.rows)
     spec = {
         "data": {"values": grid.rows},
         "transform": [{"filter": _fig.matches("sb")}, {"flatten": ["sigma", "ratio", "first"]},
-                      {"calculate": "format(datum.sigma, '.2f')", "as": "sigma_label"}],
+                      {"calculate": "format(datum.sigma * datum.sigma, '.2f')",
+                       "as": "sigma_label"}],
         "mark": "rect", "width": 420, "height": 220,
         "encoding": {
             "x": {"field": "sigma_label", "type": "ordinal", "sort": None,
-                  "title": "weight scale σ (weights N(0, σ²/n))"},
+                  "title": "σ_w² (weights N(0, σ_w²/n))"},
             "y": {"field": "depth", "type": "ordinal", "sort": "descending",
                   "title": "depth D (hidden layers)"},
             "color": {"field": "ratio", "type": "quantitative",
                       "title": ["log10 ‖δ₁‖/‖δ_D‖"],
                       "scale": {"scheme": "redblue", "reverse": True, "domainMid": 0,
                                 "domain": [-lim, lim]}},
-            "tooltip": [{"field": "sigma", "format": ".2f", "title": "σ"},
+            "tooltip": [{"field": "sigma_label", "title": "σ_w²"},
                         {"field": "depth", "title": "D"},
                         {"field": "ratio", "format": ".1f", "title": "log10 ratio"},
                         {"field": "first", "format": ".1f", "title": "log10 ‖∂ℓ/∂W₁‖"}]},
