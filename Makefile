@@ -87,12 +87,12 @@ stderr: setup
 browser: setup
 	$(BIN)/python -m pytest -q tests/test_browser.py
 
-# ruff, the unit tests, the strict book build (default seed) and nbval (seed
+# ruff (lib and the notebooks' visible lines), the unit tests, the strict book build (default seed) and nbval (seed
 # TEST_SEED) run side by side, so both cores stay busy from start to end; -O keeps
 # each one's output together. The stderr and browser checks read the finished build.
 test: setup
 	rm -rf _build
-	$(MAKE) --no-print-directory -j4 -O lint unit notebooks book
+	$(MAKE) --no-print-directory -j4 -O lint lint-notebooks unit notebooks book
 	$(MAKE) --no-print-directory stderr
 	$(MAKE) --no-print-directory browser
 
