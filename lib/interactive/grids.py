@@ -264,7 +264,7 @@ def variance_figure(grid: Grid) -> _fig.Figure:
              "axis": {"tickMinStep": 1, "format": "d"}}
         colour = {"field": "init", "type": "nominal", "title": "init",
                   "scale": _fig.color_scale(inits)}
-        return {"width": 300, "height": 220, "transform": base, "layer": [
+        return {"width": 260, "height": 220, "transform": base, "layer": [
             {"mark": {"type": "line", "strokeDash": [5, 3]},
              "transform": [{"filter": f"isValid(datum.{th}) && datum.{th} > 0"}],
              "encoding": {"x": x, "y": {"field": th, **y}, "color": colour}},
