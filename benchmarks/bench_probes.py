@@ -1,23 +1,22 @@
 """How much do the gradient-flow probes cost, and do they leak?
 
-    python benchmarks/bench_probes.py [--reps 40] [--depth 50] [--width 256] [--batch 256]
+    python benchmarks/bench_probes.py [--reps 20] [--steps 100]
 
-Times one forward + backward pass of a deep ReLU MLP (``lib.networks.mlp``, He
-init) with ``lib.probes.watch`` active, including building ``rec.report()``,
-against the same pass without probes. The two variants alternate, and swap
-which goes first, so that drift in the machine's speed hits both alike; the
-figure of merit is the ratio of the medians. The target is a ratio of at most
-1.3: the script prints PASS or MISS and exits 0 either way, since timings
-depend on the machine (and on whatever else runs on it).
+1. Overhead of ``lib.probes.watch`` + ``rec.report()`` against a plain forward
+   + backward pass, on three models: a ResNet-style CNN with in-place ReLU and
+   BatchNorm (torchvision's BasicBlock, built in tests/test_probes_architectures.py),
+   a tiny Hugging Face GPT-2 (random init, no download) and a deep ReLU MLP.
+   Target: ratio of medians <= 1.3.
+2. ``lib.probes.monitor(model, every=10)`` over a training loop with
+   ``torch.optim.AdamW`` against the same loop unmonitored, on the CNN and GPT-2.
+   Target: <= 1.1.
+3. Many ``watch()`` blocks: live tensors and Python objects do not grow, no
+   hook is left, resident memory stays flat.
 
-It then runs many ``watch()`` blocks on the same model and checks that the
-number of live tensors and Python objects does not grow, that no hook is left
-on the model, and (less exactly: the allocator keeps freed memory) that the
-resident memory stays flat.
-
-Torch uses one thread unless OMP_NUM_THREADS says otherwise, as in the
-Makefile: the book runs single-threaded, and a second thread on a loaded
-two-core machine makes timings erratic.
+Variants alternate and swap which goes first, so that drift in the machine's
+speed hits both alike. Times are CPU seconds of this process
+(``time.process_time``: other work on a shared machine does not count). The
+script prints PASS or MISS and exits 0 either way.
 """
 from __future__ import annotations
 
@@ -33,11 +32,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from lib import networks, probes  # noqa: E402
 
 TARGET = 1.3
+MONITOR_TARGET = 1.1
 
 
 def _plain_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -53,9 +55,73 @@ def _probed_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[pro
 
 
 def _timed(fn, *args) -> float:
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     fn(*args)
-    return time.perf_counter() - t0
+    return time.process_time() - t0
+
+
+def _models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    from test_probes_architectures import HF, ResNet, gpt2
+
+    g = torch.Generator().manual_seed(100)
+    torch.manual_seed(0)
+    cnn = (ResNet(width=16), torch.randn(32, 3, 32, 32, generator=g),
+           torch.randint(0, 10, (32,), generator=g))
+    tokens = torch.randint(0, 64, (16, 33), generator=g)
+    gpt = (_Flat(HF(gpt2(n_layer=4, dim=64, vocab=64, positions=32))), tokens[:, :-1],
+           tokens[:, 1:].reshape(-1))
+    mlp = _setup(50, 256, 256, seed=100)
+    return {"resnet-cnn": cnn, "gpt2-tiny": gpt, "mlp-50x256": mlp}
+
+
+class _Flat(nn.Module):
+    """Token logits (batch, tokens, vocab) flattened to (batch * tokens, vocab)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.m(x)
+        return out.reshape(-1, out.shape[-1])
+
+
+def overhead_of(model, x, y, reps: int, warmup: int) -> tuple[list, list]:
+    for _ in range(warmup):
+        _plain_step(model, x, y)
+        _probed_step(model, x, y)
+    plain, probed = [], []
+    for i in range(reps):
+        first, second = ((_plain_step, plain), (_probed_step, probed))[::1 if i % 2 else -1]
+        for fn, out in (first, second):
+            out.append(_timed(fn, model, x, y))
+    return plain, probed
+
+
+def monitor_overhead(model, x, y, steps: int) -> float:
+    """CPU time of an AdamW loop with monitor(every=10) over the same loop without."""
+    def loop(monitored: bool) -> float:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        mon = probes.monitor(model, every=10, samples=256) if monitored else None
+        t0 = time.process_time()
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if mon is not None:
+                mon.step(loss)
+        t = time.process_time() - t0
+        if mon is not None:
+            mon.close()
+        return t
+
+    loop(False)
+    runs = {True: [], False: []}
+    for i in range(4):
+        for flag in ((True, False) if i % 2 else (False, True)):
+            runs[flag].append(loop(flag))
+    return statistics.median(runs[True]) / statistics.median(runs[False])
 
 
 def _setup(depth: int, width: int, batch: int, seed: int):
@@ -64,23 +130,6 @@ def _setup(depth: int, width: int, batch: int, seed: int):
     x = torch.randn(batch, 64, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
     return model, x, y
-
-
-def overhead(depth: int, width: int, batch: int, reps: int, warmup: int) -> tuple[list, list]:
-    """Interleaved timings (seconds) of the plain and the probed step."""
-    model, x, y = _setup(depth, width, batch, seed=100)
-    for _ in range(warmup):
-        _plain_step(model, x, y)
-        _probed_step(model, x, y)
-    plain, probed = [], []
-    for i in range(reps):
-        if i % 2:
-            plain.append(_timed(_plain_step, model, x, y))
-            probed.append(_timed(_probed_step, model, x, y))
-        else:
-            probed.append(_timed(_probed_step, model, x, y))
-            plain.append(_timed(_plain_step, model, x, y))
-    return plain, probed
 
 
 def _rss_mib() -> float:
@@ -118,32 +167,27 @@ def leak_check(depth: int, width: int, batch: int, blocks: int) -> dict[str, flo
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--depth", type=int, default=50)
-    ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=40, help="timed repetitions of each variant")
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=20, help="timed repetitions of each variant")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=100, help="training steps per monitored loop")
     ap.add_argument("--leak-blocks", type=int, default=100, help="watch() blocks in the leak check")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU time")
+    models = _models()
+    for name, (model, x, y) in models.items():
+        plain, probed = overhead_of(model, x, y, args.reps, args.warmup)
+        p50, q50 = statistics.median(plain), statistics.median(probed)
+        ratio = q50 / p50
+        print(f"  {name:<11} watch+report {q50 * 1e3:8.2f} ms vs plain {p50 * 1e3:8.2f} ms: "
+              f"ratio {ratio:.3f} (target <= {TARGET}) {'PASS' if ratio <= TARGET else 'MISS'}")
+    for name in ("resnet-cnn", "gpt2-tiny"):
+        ratio = monitor_overhead(*models[name], steps=args.steps)
+        print(f"  {name:<11} monitor(every=10), AdamW loop of {args.steps} steps: ratio "
+              f"{ratio:.3f} (target <= {MONITOR_TARGET}) "
+              f"{'PASS' if ratio <= MONITOR_TARGET else 'MISS'}")
 
-    print(f"probe overhead: {args.depth}-layer width-{args.width} ReLU MLP (He init), "
-          f"batch {args.batch}, {args.reps} interleaved repetitions, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s)")
-    plain, probed = overhead(args.depth, args.width, args.batch, args.reps, args.warmup)
-    p50, q50 = statistics.median(plain), statistics.median(probed)
-    ratio = q50 / p50
-    print(f"  forward+backward without probes:        {p50 * 1e3:8.2f} ms (median; "
-          f"best {min(plain) * 1e3:.2f})")
-    print(f"  forward+backward with watch()+report(): {q50 * 1e3:8.2f} ms (median; "
-          f"best {min(probed) * 1e3:.2f})")
-    print(f"  overhead per layer: {(q50 - p50) / (args.depth + 1) * 1e6:.0f} us")
-    print(f"  ratio of medians: {ratio:.3f}  (target <= {TARGET})  "
-          f"{'PASS' if ratio <= TARGET else 'MISS'}")
-
-    leak = leak_check(args.depth, args.width, args.batch, args.leak_blocks)
-    # A leaked 256x256 float32 tensor per block would add 25 MiB over 100 blocks; the allocator
-    # alone moves RSS by a few MiB either way.
+    leak = leak_check(50, 256, 256, args.leak_blocks)
     ok = (leak["tensor_growth"] <= 0 and leak["object_growth"] <= 50 and leak["hooks_left"] == 0
           and leak["rss_growth_mib"] < 20)
     print(f"memory over {args.leak_blocks} watch() blocks: live tensors "

@@ -17,6 +17,7 @@ from torch import nn
 
 from lib import diagnose, probes
 
+
 class BasicBlock(nn.Module):
     """torchvision's ResNet BasicBlock: in-place ReLU, BatchNorm, a 1x1 downsample."""
     def __init__(self, cin, cout, stride=1, inplace=True):
@@ -47,8 +48,10 @@ class ResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=inplace)
-        self.layer1 = nn.Sequential(BasicBlock(width, width, 1, inplace), BasicBlock(width, width, 1, inplace))
-        self.layer2 = nn.Sequential(BasicBlock(width, 2 * width, 2, inplace), BasicBlock(2 * width, 2 * width, 1, inplace))
+        self.layer1 = nn.Sequential(BasicBlock(width, width, 1, inplace),
+                                    BasicBlock(width, width, 1, inplace))
+        self.layer2 = nn.Sequential(BasicBlock(width, 2 * width, 2, inplace),
+                                    BasicBlock(2 * width, 2 * width, 1, inplace))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(2 * width, classes)
         for m in self.modules():  # torchvision's init
@@ -356,7 +359,10 @@ def test_in_place_and_out_of_place_give_identical_statistics(make):
     torch.manual_seed(0)
     model = make(True)
     first = probe(model, x, y).report()[0]
-    z = model.stem[1](model.stem[0](x)).detach() if hasattr(model, "stem") else model.bn1(model.conv1(x)).detach()
+    if hasattr(model, "stem"):
+        z = model.stem[1](model.stem[0](x)).detach()
+    else:
+        z = model.bn1(model.conv1(x)).detach()
     assert first.pre_std == pytest.approx(float(z.double().std(unbiased=False)), rel=1e-4)
     assert first.pre_std != pytest.approx(first.act_std, rel=1e-3)
 

@@ -24,11 +24,15 @@ and :mod:`lib.probes.plots`; one-call measurements in
 from __future__ import annotations
 
 from lib.activations import kinds as _kinds
-from lib.probes.functional import (active_fraction, dead_units, gradient_norms, hidden_outputs,
-                                   jacobian_singular_values)
+from lib.probes.functional import (
+                                   active_fraction,
+                                   dead_units,
+                                   gradient_norms,
+                                   hidden_outputs,
+                                   jacobian_singular_values,
+)
 from lib.probes.monitor import Monitor, Snapshot, monitor
-from lib.probes.recorder import (LayerStats, ParamStats, Recorder, format_table, layer_modules,
-                                 watch)
+from lib.probes.recorder import LayerStats, ParamStats, Recorder, format_table, layer_modules, watch
 
 __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "format_table",
            "SATURATION", "gradient_norms", "hidden_outputs", "jacobian_singular_values",

@@ -12,8 +12,9 @@ in :meth:`Recorder.parameters`. What is measured, and when:
   in-place ``nn.ReLU(inplace=True)`` cannot overwrite it first) and the
   *activation* (that activation's output). Activations are recognised by the
   registry :mod:`lib.activations.kinds` (PyTorch's, Hugging Face's, and any
-  registered there); functional calls (``torch.relu(x)``, ``F.gelu(x)``) are
-  recognised too while the model's forward runs.
+  registered there); functional calls (``torch.relu(x)``, ``F.gelu(x)``,
+  ``x.relu()``) are recognised too while the model's forward runs (the
+  registered functions are wrapped while a recorder is attached).
 * **backward**, captured when autograd computes them (tensor hooks on each
   layer output and parameter hooks), never read from ``.grad``: so
   ``zero_grad()``, gradient accumulation and a forward-only block cannot
@@ -37,160 +38,22 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
-from lib import activations as _acts
 from lib._checks import check_bool, check_int, check_seed
 from lib.activations import kinds as _kinds
 from lib.probes import _moments
-from lib.probes._names import NORM_TYPES, abbreviate, role
+from lib.probes._names import NORM_TYPES, role
+from lib.probes._state import _Grad, _Slot, functional_off, functional_on
+from lib.probes.layers import fan_in, first_tensor, layer_modules, weight_groups
+from lib.probes.rows import LayerStats, ParamStats, format_table
 
 __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "format_table"]
 
 _NAN = math.nan
-
-
-@dataclass
-class LayerStats:
-    """One row of a probe report: one layer (or one layer and direction of an RNN)."""
-
-    name: str
-    kind: str
-    activation: str | None
-    pre_mean: float
-    pre_std: float
-    act_mean: float
-    act_std: float
-    saturated: float
-    dead: float
-    weight_grad_norm: float
-    output_grad_norm: float
-    nonfinite: bool
-    weight_norm: float = _NAN
-    fan_in: int = 0
-    calls: int = 0
-    role: str = "weight"
-    feeds_norm: bool = False
-    frozen: bool = False
-    tied: tuple[str, ...] = ()
-    time_grad_ratio: float = _NAN
-    first_nonfinite: bool = False
-    numel: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class ParamStats:
-    """One parameter tensor: its owner, role, size, norm and gradient norm."""
-
-    name: str
-    owner: str
-    role: str
-    shape: tuple[int, ...]
-    numel: int
-    requires_grad: bool
-    weight_norm: float
-    grad_norm: float
-    grad_passes: int
-    nonfinite: bool
-    tied: tuple[str, ...] = ()
-
-
-def _is_layer(module: nn.Module) -> bool:
-    own = [n for n, _ in module.named_parameters(recurse=False)]
-    if not own or isinstance(module, NORM_TYPES) or _kinds.kind_of_module(module) is not None:
-        return False
-    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
-        return True
-    return not any(True for _ in module.children())
-
-
-def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The (name, module) pairs a probe reports on, in registration order."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return [(n, m) for n, m in model.named_modules() if _is_layer(m)]
-
-
-def _fan_in(module: nn.Module) -> int:
-    if isinstance(module, nn.MultiheadAttention):
-        return int(module.embed_dim)
-    w = getattr(module, "weight", None)
-    if isinstance(w, Tensor) and w.dim() >= 2:
-        if type(module).__name__ == "Conv1D":  # Hugging Face's transposed Linear
-            return int(w.shape[0])
-        return int(w[0].numel())
-    return 0
-
-
-def _first_tensor(x: Any) -> Tensor | None:
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, (tuple, list)) and x and isinstance(x[0], Tensor):
-        return x[0]
-    return getattr(x, "last_hidden_state", None) if hasattr(x, "last_hidden_state") else None
-
-
-class _Grad:
-    """Per-pass sums of squares of one gradient; reports their RMS norm."""
-
-    __slots__ = ("passes", "bad")
-
-    def __init__(self) -> None:
-        self.passes: dict[int, float] = {}
-        self.bad = False  # a NaN/Inf entry was seen (NaN norm *with* a gradient recorded)
-
-    def add(self, pass_id: int, squares: float) -> None:
-        self.passes[pass_id] = self.passes.get(pass_id, 0.0) + squares
-        self.bad |= not math.isfinite(squares)
-
-    def norm(self) -> float:
-        if not self.passes:
-            return _NAN
-        return math.sqrt(sum(self.passes.values()) / len(self.passes))
-
-
-class _Slot:
-    def __init__(self, name: str, module: nn.Module) -> None:
-        self.name, self.module, self.kind = name, module, type(module).__name__
-        self.activation: str | None = None
-        self.pre, self.act, self.out = _moments.Moments(), _moments.Moments(), _moments.Moments()
-        self.sat_count, self.sat_total = 0, 0
-        self.alive: Tensor | None = None
-        self.out_grad = _Grad()
-        self.calls = 0
-        self.paired_now = False
-        self.feeds_norm = False
-        self.nonfinite = False
-        self.nonfinite_at: int | None = None  # forward call index of the first NaN/Inf output
-        self.time_grads: list[Tensor] = []
-        self.samples: dict[str, list[Tensor]] = {"pre": [], "act": [], "grad": []}
-
-
-class _Functional(TorchFunctionMode):
-    """Sees functional activations (``torch.relu(x)``) called inside the model's forward."""
-
-    def __init__(self, rec: "Recorder") -> None:
-        super().__init__()
-        self.rec = rec
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        rec = self.rec
-        kind = _kinds.kind_of_function(func) if rec._in_forward and not rec._in_act else None
-        if kind is None or not args or not isinstance(args[0], Tensor):
-            return func(*args, **kwargs)
-        rec._pre(kind, args[0])
-        out = func(*args, **kwargs)
-        rec._post(kind, out)
-        return out
 
 
 class Recorder:
@@ -214,7 +77,6 @@ class Recorder:
         self._last_out: Any = None  # weak reference to the last layer output
         self._handles: list[Any] = []
         self._active = False
-        self._mode: _Functional | None = None
         self._in_forward = 0
         self._in_act = 0
         self._pass = 0  # forward passes of the whole model: a backward belongs to one
@@ -244,7 +106,7 @@ class Recorder:
         self._in_forward = max(self._in_forward - 1, 0)
 
     def _layer_hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        out = _first_tensor(output)
+        out = first_tensor(output)
         if not self._active or out is None:
             return
         slot = self._by_module[id(module)]
@@ -369,15 +231,12 @@ class Recorder:
             if p.requires_grad:
                 h.append(p.register_hook(lambda g, pid=pid: self._param_grad(pid, g)))
         if self.functional:
-            self._mode = _Functional(self)
-            self._mode.__enter__()
+            functional_on(self)
         return self
 
     def detach(self) -> None:
         self._active = False
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)
-            self._mode = None
+        functional_off(self)
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -423,7 +282,7 @@ class Recorder:
                       and any(self._pgrad[id(p)].passes for p in c.module.parameters(recurse=False))]
         for s in order:
             own = {pn: p for pn, p in s.module.named_parameters(recurse=False)}
-            groups = _weight_groups(s.module, own)
+            groups = weight_groups(s.module, own)
             for suffix, names in groups:
                 pids = [id(own[n]) for n in names]
                 gs = [self._pgrad[i] for i in pids if i in self._pgrad]
@@ -470,7 +329,7 @@ class Recorder:
         elif isinstance(s.module, nn.RNNBase):
             rl = "recurrent"
         return LayerStats(s.name + suffix, s.kind, s.activation if show else None, pm, ps, am,
-                          as_, sat, dead, wg, og, bool(nonfinite), wn, _fan_in(s.module),
+                          as_, sat, dead, wg, og, bool(nonfinite), wn, fan_in(s.module),
                           s.calls, rl, s.feeds_norm, frozen, tied, ratio,
                           first is not None and s.nonfinite_at == first)
 
@@ -491,54 +350,6 @@ class Recorder:
     def table(self, width: int = 24) -> str:
         """The report as a fixed-width text table (paths abbreviated from the left)."""
         return format_table(self.report(), width=width)
-
-
-def _weight_groups(module: nn.Module, own: dict[str, Tensor]) -> list[tuple[str, list[str]]]:
-    """Rows of one layer: ('', [its weight]) or, for an RNN, one per layer and direction."""
-    if isinstance(module, nn.RNNBase):
-        groups = []
-        for layer in range(module.num_layers):
-            for sfx in ([""] + (["_reverse"] if module.bidirectional else [])):
-                tag = f"l{layer}{sfx}"
-                names = [n for n in own if n.endswith(tag) and n.startswith("weight")]
-                groups.append((f"[{tag}]", names))
-        return groups
-    if "weight" in own:
-        return [("", ["weight"])]
-    weights = [n for n in own if "weight" in n] or list(own)
-    return [("", weights)]
-
-
-def format_table(rows: Any, width: int = 24) -> str:
-    """A fixed-width text table of report rows; module paths abbreviated from the left."""
-    message = "rows must be a list of LayerStats, as Recorder.report() returns"
-    if isinstance(rows, (str, bytes)):
-        raise TypeError(message)
-    try:
-        rows = list(rows)
-    except TypeError:
-        raise TypeError(message) from None
-    if not all(isinstance(r, LayerStats) for r in rows):
-        raise TypeError(message)
-    width = check_int(width, "width", ge=8)
-    names = abbreviate([r.name for r in rows], width)
-    w = max([len(n) for n in names] + [5]) + 1
-    head = (f"{'layer':<{w}}{'act':<9}{'pre std':>9}{'act std':>9}{'sat':>6}{'dead':>6}"
-            f"{'|dL/dW|':>10}{'|dL/dout|':>10}  nan")
-    lines = [head, "-" * len(head)]
-
-    def f(v: float, spec: str) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-".rjust(int(spec.split(".")[0]))
-        return format(v, spec)
-
-    for n, r in zip(names, rows):
-        mark = "YES" if r.nonfinite else "no"
-        lines.append(f"{n:<{w}}{(r.activation or '-')[:8]:<9}{f(r.pre_std, '9.3g')}"
-                     f"{f(r.act_std, '9.3g')}{f(r.saturated, '6.0%')}{f(r.dead, '6.0%')}"
-                     f"{f(r.weight_grad_norm, '10.2e')}{f(r.output_grad_norm, '10.2e')}  {mark}"
-                     + (" (tied)" if r.tied else ""))
-    return "\n".join(lines)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,119 @@
+"""Per-layer accumulators and the function mode that sees functional activations
+(internal to :mod:`lib.probes.recorder`)."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from lib.activations import kinds as _kinds
+from lib.probes import _moments
+
+if TYPE_CHECKING:
+    from lib.probes.recorder import Recorder
+
+_NAN = math.nan
+
+
+class _Grad:
+    """Per-pass sums of squares of one gradient; reports their RMS norm."""
+
+    __slots__ = ("passes", "bad")
+
+    def __init__(self) -> None:
+        self.passes: dict[int, float] = {}
+        self.bad = False  # a NaN/Inf entry was seen (NaN norm *with* a gradient recorded)
+
+    def add(self, pass_id: int, squares: float) -> None:
+        self.passes[pass_id] = self.passes.get(pass_id, 0.0) + squares
+        self.bad |= not math.isfinite(squares)
+
+    def norm(self) -> float:
+        if not self.passes:
+            return _NAN
+        return math.sqrt(sum(self.passes.values()) / len(self.passes))
+
+
+class _Slot:
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name, self.module, self.kind = name, module, type(module).__name__
+        self.activation: str | None = None
+        self.pre, self.act, self.out = _moments.Moments(), _moments.Moments(), _moments.Moments()
+        self.sat_count, self.sat_total = 0, 0
+        self.alive: Tensor | None = None
+        self.out_grad = _Grad()
+        self.calls = 0
+        self.paired_now = False
+        self.feeds_norm = False
+        self.nonfinite = False
+        self.nonfinite_at: int | None = None  # forward call index of the first NaN/Inf output
+        self.time_grads: list[Tensor] = []
+        self.samples: dict[str, list[Tensor]] = {"pre": [], "act": [], "grad": []}
+
+
+#: Recorders attached right now; the patched activation functions report to them.
+_ACTIVE: list["Recorder"] = []
+_PATCHES: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
+_DEPTH = [0]  # > 0 while inside a patched call (its own inner calls are not activations)
+
+
+def _owners(func: Any) -> list[tuple[Any, str]]:
+    name = getattr(func, "__name__", None)
+    found = []
+    for owner in (torch, torch.nn.functional, torch.Tensor):
+        if name and getattr(owner, name, None) is func:
+            found.append((owner, name))
+    return found
+
+
+def _wrap(func: Any, kind: _kinds.Kind) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _DEPTH[0] or not args or not isinstance(args[0], Tensor):
+            return func(*args, **kwargs)
+        recs = [r for r in _ACTIVE if r._in_forward and not r._in_act]
+        if not recs:
+            return func(*args, **kwargs)
+        for r in recs:
+            r._pre(kind, args[0])
+        _DEPTH[0] += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            _DEPTH[0] -= 1
+        for r in recs:
+            if isinstance(out, Tensor):
+                r._post(kind, out)
+        return out
+
+    wrapper.__wrapped__ = func  # type: ignore[attr-defined]
+    wrapper.__name__ = getattr(func, "__name__", "activation")
+    wrapper.__doc__ = getattr(func, "__doc__", None)
+    return wrapper
+
+
+def functional_on(rec: "Recorder") -> None:
+    """Start reporting functional activation calls to ``rec`` (patches them on first use).
+
+    Only the registered functions are replaced, by thin wrappers, and only while
+    some recorder is attached: calls looked up at call time (``F.relu(x)``,
+    ``torch.tanh(x)``, ``x.relu()``) are seen; a function bound earlier by
+    ``from torch.nn.functional import relu`` is not.
+    """
+    if not _ACTIVE:
+        for kind in _kinds.kinds().values():
+            for func in kind.functions:
+                for owner, name in _owners(func):
+                    _PATCHES.append((owner, name, func))
+                    setattr(owner, name, _wrap(func, kind))
+    _ACTIVE.append(rec)
+
+
+def functional_off(rec: "Recorder") -> None:
+    if rec in _ACTIVE:
+        _ACTIVE.remove(rec)
+    if not _ACTIVE:
+        while _PATCHES:
+            owner, name, func = _PATCHES.pop()
+            setattr(owner, name, func)

@@ -1,0 +1,62 @@
+"""Which modules a probe reports on, and how their parameters group into rows."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from lib.activations import kinds as _kinds
+from lib.probes._names import NORM_TYPES
+
+__all__ = ["layer_modules", "weight_groups", "fan_in", "first_tensor"]
+
+
+def _is_layer(module: nn.Module) -> bool:
+    own = [n for n, _ in module.named_parameters(recurse=False)]
+    if not own or isinstance(module, NORM_TYPES) or _kinds.kind_of_module(module) is not None:
+        return False
+    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
+        return True
+    return not any(True for _ in module.children())
+
+
+def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs a probe reports on, in registration order."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return [(n, m) for n, m in model.named_modules() if _is_layer(m)]
+
+
+def fan_in(module: nn.Module) -> int:
+    if isinstance(module, nn.MultiheadAttention):
+        return int(module.embed_dim)
+    w = getattr(module, "weight", None)
+    if isinstance(w, Tensor) and w.dim() >= 2:
+        if type(module).__name__ == "Conv1D":  # Hugging Face's transposed Linear
+            return int(w.shape[0])
+        return int(w[0].numel())
+    return 0
+
+
+def first_tensor(x: Any) -> Tensor | None:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], Tensor):
+        return x[0]
+    return getattr(x, "last_hidden_state", None) if hasattr(x, "last_hidden_state") else None
+
+
+def weight_groups(module: nn.Module, own: dict[str, Tensor]) -> list[tuple[str, list[str]]]:
+    """Rows of one layer: ('', [its weight]) or, for an RNN, one per layer and direction."""
+    if isinstance(module, nn.RNNBase):
+        groups = []
+        for layer in range(module.num_layers):
+            for sfx in ([""] + (["_reverse"] if module.bidirectional else [])):
+                tag = f"l{layer}{sfx}"
+                names = [n for n in own if n.endswith(tag) and n.startswith("weight")]
+                groups.append((f"[{tag}]", names))
+        return groups
+    if "weight" in own:
+        return [("", ["weight"])]
+    weights = [n for n in own if "weight" in n] or list(own)
+    return [("", weights)]
