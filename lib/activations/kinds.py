@@ -157,7 +157,7 @@ def saturation(name: str) -> float:
 
 _HF = "transformers.activations."
 
-register("identity", ["lib.activations.Identity", nn.Identity], forward=lambda x: x)
+register("identity", ["lib.activations.Identity"], forward=lambda x: x)  # not nn.Identity: a placeholder
 register("sigmoid", [nn.Sigmoid], forward=torch.sigmoid, bounded=True, nonnegative=True,
          functions=[torch.sigmoid, F.sigmoid, Tensor.sigmoid])
 register("tanh", [nn.Tanh], forward=torch.tanh, bounded=True,
