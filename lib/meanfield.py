@@ -388,6 +388,7 @@ def stacked_mlp(sigma_w2: Sequence[float], sigma_b2: Sequence[float], *, widths:
                 seeds: Sequence[int], in_features: int = 64, out_features: int = 10,
                 activation: str = "tanh", orthogonal: bool = False,
                 depths: Sequence[int] | None = None,
+                readout_sigma_w2: float | None = None,
                 dtype: torch.dtype = torch.float32) -> StackedMLP:
     """``M = len(seeds)`` MLPs with hidden ``widths``; member ``m`` has weights
     :math:`\\mathcal N(0, \\sigma_{w,m}^2/n_{in})` (or orthogonal with the same
@@ -396,6 +397,8 @@ def stacked_mlp(sigma_w2: Sequence[float], sigma_b2: Sequence[float], *, widths:
     drawn from its own seed's stream (:func:`lib.seeds.stream`). ``depths``
     (one per member, each in ``1..len(widths)``, square hidden layers) makes
     member ``m`` a ``depths[m]``-layer network (see :class:`StackedMLP`).
+    ``readout_sigma_w2`` gives the read-out layer its own weight variance
+    (times fan-in) for every member, e.g. a small one for calm initial logits.
     """
     seeds = list(seeds)
     if not seeds or len(sigma_w2) != len(seeds) or len(sigma_b2) != len(seeds):
@@ -409,12 +412,15 @@ def stacked_mlp(sigma_w2: Sequence[float], sigma_b2: Sequence[float], *, widths:
     dims = [check_int(in_features, "in_features", ge=1), *widths,
             check_int(out_features, "out_features", ge=1)]
     _acts.get(activation)
+    ro = None if readout_sigma_w2 is None else check_number(readout_sigma_w2,
+                                                            "readout_sigma_w2", gt=0)
     ws: list[list[Tensor]] = [[] for _ in dims[1:]]
     bs: list[list[Tensor]] = [[] for _ in dims[1:]]
     for m, s in enumerate(seeds):
         gen = torch.Generator().manual_seed(_seeds.stream(_seeds._check_seed(s), "meanfield"))
         for k, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
-            ws[k].append(_draw((n_out, n_in), sw[m], orthogonal, gen, dtype))
+            var = sw[m] if k < len(widths) or readout_sigma_w2 is None else ro
+            ws[k].append(_draw((n_out, n_in), var, orthogonal, gen, dtype))
             bs[k].append((torch.randn(n_out, generator=gen, dtype=torch.float64)
                           * math.sqrt(sb[m])).to(dtype))
     d = None
@@ -433,15 +439,20 @@ def stacked_mlp(sigma_w2: Sequence[float], sigma_b2: Sequence[float], *, widths:
 @dataclass(frozen=True)
 class StackedRun:
     """What :func:`train_stacked` measured: ``loss`` (M, steps) minibatch loss
-    (NaN once a member diverged), ``train_acc``/``test_acc`` (M,) at the end."""
+    (NaN once a member diverged), ``train_acc``/``test_acc`` (M,) at the end,
+    and with ``record_updates`` the update-to-data ratio
+    :math:`\\lVert \\Delta W_k \\rVert / \\lVert W_k \\rVert` of every weight
+    layer at every step, ``updates`` (M, steps, layers)."""
 
     loss: np.ndarray
     train_acc: np.ndarray
     test_acc: np.ndarray
+    updates: np.ndarray | None = None
 
 
 def train_stacked(net: StackedMLP, data: Any, *, steps: int, lr: float | Sequence[float],
-                  batch_size: int = 64, seed: int = 0) -> StackedRun:
+                  batch_size: int = 64, seed: int = 0,
+                  record_updates: bool = False) -> StackedRun:
     """Plain SGD on cross-entropy for every member at once (in place).
 
     Every member sees the same minibatches (drawn from ``seed``'s stream);
@@ -460,6 +471,8 @@ def train_stacked(net: StackedMLP, data: Any, *, steps: int, lr: float | Sequenc
     for p in params:
         p.requires_grad_(True)
     losses = torch.empty(m, steps, dtype=torch.float64)
+    ups = torch.empty(m, steps, len(net.weights), dtype=torch.float64) if record_updates \
+        else None
     alive = torch.ones(m, dtype=torch.bool)
     for t in range(steps):
         idx = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=gen)
@@ -471,9 +484,13 @@ def train_stacked(net: StackedMLP, data: Any, *, steps: int, lr: float | Sequenc
         losses[:, t] = torch.where(alive, loss.detach().double(), math.nan)
         grads = torch.autograd.grad(torch.where(alive, loss, 0.0).sum(), params)
         with torch.no_grad():
-            for p, g in zip(params, grads):
+            for k, (p, g) in enumerate(zip(params, grads)):
                 g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-                p -= lrs.to(p.dtype).view(-1, *[1] * (p.dim() - 1)) * g
+                step = lrs.to(p.dtype).view(-1, *[1] * (p.dim() - 1)) * g
+                if ups is not None and k < len(net.weights):
+                    ups[:, t, k] = (step.flatten(1).norm(dim=1)
+                                    / p.flatten(1).norm(dim=1).clamp_min(1e-30)).double()
+                p -= step
     for p in params:
         p.requires_grad_(False)
     with torch.no_grad():
@@ -481,7 +498,8 @@ def train_stacked(net: StackedMLP, data: Any, *, steps: int, lr: float | Sequenc
                 for xx, yy in ((x, y), (data.x_test, data.y_test))]
     chance = 1.0 / net.weights[-1].shape[1]
     train_acc, test_acc = (torch.where(alive, a, chance).numpy() for a in accs)
-    return StackedRun(losses.numpy(), train_acc, test_acc)
+    return StackedRun(losses.numpy(), train_acc, test_acc,
+                      None if ups is None else ups.numpy())
 
 
 def correlation(a: Tensor, b: Tensor) -> float:

@@ -189,3 +189,18 @@ def test_correlation():
 def test_bad_input(call, exc):
     with pytest.raises(exc):
         call()
+
+
+def test_readout_variance_and_update_ratios():
+    digits = data.digits(seed=0)
+    net = mf.stacked_mlp([2.0, 2.0], [0.0, 0.0], widths=[256], seeds=[1, 2], in_features=64,
+                         readout_sigma_w2=0.01, dtype=torch.float64)
+    assert float(net.weights[0].var() * 64) == pytest.approx(2.0, rel=0.05)
+    assert float(net.weights[1].var() * 256) == pytest.approx(0.01, rel=0.1)
+    w0 = [w.clone() for w in net.weights]
+    run = mf.train_stacked(net, digits, steps=1, lr=0.1, batch_size=16, record_updates=True)
+    assert run.updates.shape == (2, 1, 2)
+    for k in range(2):
+        expect = ((net.weights[k] - w0[k]).flatten(1).norm(dim=1)
+                  / w0[k].flatten(1).norm(dim=1))
+        np.testing.assert_allclose(run.updates[:, 0, k], expect.numpy(), rtol=1e-9)
