@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from test_probes_architectures import ZOO, ResNet, SeqModel, ViT, batch, build, seq_loss
 from torch import nn
 
 from lib import diagnose, seeds
-from test_probes_architectures import ZOO, ResNet, SeqModel, ViT, batch, build, seq_loss
 
 SEEDS = seeds.member_seeds(2, "diagnose architectures")
 

@@ -54,8 +54,16 @@ from typing import Sequence
 from lib import probes as _probes
 from lib._checks import check_number
 from lib.activations import kinds as _kinds
-from lib.diagnose.advice import (FIX, FIX_VANISHING_BOUNDED, FIX_VANISHING_NORM,
-                                 FIX_VANISHING_TIME, KINDS, LABELS, SEE_ALSO)
+from lib.diagnose.advice import (
+    FIX,
+    FIX_VANISHING_BOUNDED,
+    FIX_VANISHING_NORM,
+    FIX_VANISHING_TIME,
+    KINDS,
+    LABELS,
+    SEE_ALSO,
+)
+from lib.probes._names import abbreviate as _abbreviate
 
 __all__ = ["Thresholds", "Issue", "LayerVerdict", "Diagnosis", "diagnose"]
 
@@ -184,7 +192,7 @@ class Diagnosis:
 
     def table(self, width: int = 24) -> str:
         """One row per layer: the key numbers and its verdict (paths abbreviated from the left)."""
-        names = _probes.recorder.abbreviate([v.name for v in self.layers], width)
+        names = _abbreviate([v.name for v in self.layers], width)
         w = max([len(n) for n in names] + [5]) + 1
         head = (f"{'layer':<{w}}{'act':<9}{'|dL/dW|':>10}{'update':>9}{'signal':>9}"
                 f"{'gain':>6}{'sat':>5}{'dead':>5}  verdict")
