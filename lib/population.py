@@ -63,8 +63,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lib import _checks
-from lib import _stacked  # the engine, kept apart so each module stays small
+from lib import (
+    _checks,
+    _stacked,  # the engine, kept apart so each module stays small
+)
 from lib import training as _training
 from lib.data import Dataset
 

@@ -14,7 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib import data, init, meanfield as mf
+from lib import data, init
+from lib import meanfield as mf
 
 
 def relu_kernel(c: float, q: float) -> float:

@@ -5,10 +5,12 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
-from lib import networks, recurrent as R
+from lib import networks
+from lib import recurrent as R
 
 
 def _last_sum(batch_first: bool):

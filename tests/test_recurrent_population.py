@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lib import data, recurrent as R, seeds
+from lib import data, seeds
+from lib import recurrent as R
 from lib.recurrent_population import BlockRecurrent, train_population
 
 

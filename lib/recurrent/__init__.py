@@ -61,13 +61,25 @@ Examples::
 """
 from __future__ import annotations
 
-from lib.recurrent.gradients import (GradientThroughTime, _recording, decay_rate,
-                                     find_recurrent, gradient_through_time,
-                                     hidden_gradients, input_gradients)
+from lib.recurrent.gradients import (
+                                     GradientThroughTime,
+                                     _recording,
+                                     decay_rate,
+                                     find_recurrent,
+                                     gradient_through_time,
+                                     hidden_gradients,
+                                     input_gradients,
+)
 from lib.recurrent.initialisers import irnn_, orthogonal_, set_forget_bias_
-from lib.recurrent.spectrum import (GAMMA, max_singular_value, pascanu_factor,
-                                    predicted_rate, recurrent_matrices, spectral_radius,
-                                    step_jacobians)
+from lib.recurrent.spectrum import (
+                                     GAMMA,
+                                     max_singular_value,
+                                     pascanu_factor,
+                                     predicted_rate,
+                                     recurrent_matrices,
+                                     spectral_radius,
+                                     step_jacobians,
+)
 
 __all__ = ["GAMMA", "GradientThroughTime", "find_recurrent", "hidden_gradients",
            "input_gradients", "gradient_through_time", "decay_rate", "recurrent_matrices",
