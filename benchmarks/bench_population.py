@@ -2,7 +2,8 @@
 
 Run ``.venv/bin/python benchmarks/bench_population.py``. It trains the
 chapter-sized digits MLPs (chapter 3's ten hidden layers of 32 units,
-chapter 4's six; ten layers of 64; a 6-block residual LayerNorm MLP of 64) for 150 SGD steps with batches of 64, once
+chapter 4's six; ten layers of 64; a 6-block residual LayerNorm MLP of 64)
+for 150 SGD steps with batches of 64, once
 as ten ``lib.training.train`` calls and once as one
 ``lib.population.train`` call, on one thread, and prints each CPU time and
 the ratio (target: >= 4x). Timing is CPU time of this process

@@ -163,7 +163,7 @@ class ResNet1d(nn.Module):
 
     @torch.no_grad()
     def _init(self, seeds: list[int]) -> None:
-        M, C = self.members, self.width
+        C = self.width
         he = math.sqrt(2.0 / (3 * C))
         fixup_scale = self.depth ** -0.5 if self.init == "fixup" else 1.0
         for m, s in enumerate(seeds):

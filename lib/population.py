@@ -95,7 +95,8 @@ class Population:
 
     ``loss``/``grad_norm``: (members, steps), the minibatch loss and total
     gradient norm at every step (NaN from a member's divergence on);
-    ``test_loss``/``test_acc`` (and ``train_acc`` when asked for): (members, len(eval_steps)); ``probes[name]``: (members,
+    ``test_loss``/``test_acc`` (and ``train_acc`` when asked for): (members,
+    len(eval_steps)); ``probes[name]``: (members,
     len(probe_steps), layers). Accuracy is NaN for regression.
     """
 

@@ -215,7 +215,8 @@ def test_optimisers_match_torch_optim_step_for_step(name, kwargs):
     ref.load_state_dict(ours.state_dict())
     cls = training.SGD if name == "sgd" else training.Adam
     theirs = torch.optim.SGD if name == "sgd" else torch.optim.Adam
-    opt, ref_opt = cls(list(ours.parameters()), lr=0.05, **kwargs), theirs(ref.parameters(), lr=0.05, **kwargs)
+    opt = cls(list(ours.parameters()), lr=0.05, **kwargs)
+    ref_opt = theirs(ref.parameters(), lr=0.05, **kwargs)
     x = torch.randn(8, 5)
     for _ in range(5):
         for model, o in ((ours, opt), (ref, ref_opt)):

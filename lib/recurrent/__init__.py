@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from lib.recurrent.gradients import (
                                      GradientThroughTime,
-                                     _recording,
+                                     _recording,  # noqa: F401 (tests use it)
                                      decay_rate,
                                      find_recurrent,
                                      gradient_through_time,
