@@ -95,7 +95,7 @@ browser: setup
 # each one's output together. The stderr and browser checks read the finished build.
 test: setup
 	rm -rf _build
-	$(MAKE) --no-print-directory -j4 -O lint lint-notebooks unit notebooks book
+	$(MAKE) --no-print-directory -j5 -O lint lint-notebooks unit notebooks book
 	$(MAKE) --no-print-directory stderr
 	$(MAKE) --no-print-directory browser
 
