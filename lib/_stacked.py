@@ -88,11 +88,15 @@ class _Group:
         # transpose, and the gradient lands in the parameter's own layout (no copy).
         self.transposed = {f"{n}.weight" for n, m in self.template.named_modules()
                            if isinstance(m, nn.Linear)} if self.mlp else set()
+        # One name -> tensor map per member, built once (a lookup per name and member
+        # would walk every module tree len(names) times).
+        params = [dict(m.named_parameters()) for m in models]
+        buffers = [dict(m.named_buffers()) for m in models]
         with torch.no_grad():
-            self.P = {n: torch.stack([self._layout(n, dict(m.named_parameters())[n].detach())
-                                      for m in models]).contiguous().requires_grad_()
+            self.P = {n: torch.stack([self._layout(n, p[n].detach())
+                                      for p in params]).contiguous().requires_grad_()
                       for n in self.names}
-            self.B = {n: torch.stack([dict(m.named_buffers())[n] for m in models]).clone()
+            self.B = {n: torch.stack([b[n] for b in buffers]).clone()
                       for n in self.bnames}
         self.lrs = torch.tensor(lrs, dtype=torch.float64)
         self.alive = torch.ones(k, dtype=torch.bool)
