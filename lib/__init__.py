@@ -3,6 +3,7 @@
 Modules, lowest first (a module imports only those above it in this list):
 
 * :mod:`lib._checks` - argument checks shared by every module (private)
+* :mod:`lib._progress` - the progress bar every training loop shows (private)
 * :mod:`lib.seeds` - independent random streams from one seed
 * :mod:`lib.stats` - median and interval over seeds; verdicts that need the evidence
 * :mod:`lib.activations` - activations and their closed-form derivatives

@@ -38,36 +38,20 @@ Examples::
 from __future__ import annotations
 
 import math
-import os
-import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from lib import _checks
 from lib import seeds as _seeds
+from lib._progress import progress_bar
 from lib.data import Dataset
-
-with warnings.catch_warnings():
-    # without ipywidgets tqdm.auto warns at import and falls back to the text bar
-    warnings.simplefilter("ignore")
-    from tqdm.auto import tqdm
 
 __all__ = ["BlockRecurrent", "PopulationRun", "train_population"]
 
 _GATES = {nn.RNN: 1, nn.LSTM: 4, nn.GRU: 3}
-
-
-def progress_bar(iterable: range, desc: str, enabled: bool = True) -> Any:
-    """tqdm over ``iterable``; silent if not ``enabled`` or ``TQDM_DISABLE`` is set.
-
-    The same rule as :func:`lib.training.progress_bar`, repeated here so that
-    this module does not import lib.training (and lib.probes with it).
-    """
-    quiet = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
-    return tqdm(iterable, desc=desc, leave=False, disable=quiet)
 
 
 class BlockRecurrent(nn.Module):

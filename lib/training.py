@@ -28,8 +28,6 @@ readable; and the first ``torch.optim`` optimiser in a process imports
 from __future__ import annotations
 
 import math
-import os
-import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable
 
@@ -39,13 +37,8 @@ from torch import Tensor, nn
 from lib import _checks
 from lib import probes as _probes
 from lib import seeds as _seeds
+from lib._progress import progress_bar
 from lib.data import Dataset
-
-with warnings.catch_warnings():
-    # In a notebook without ipywidgets tqdm.auto warns once at import and falls back to
-    # the text bar, which is all we want; the warning would otherwise print on every page.
-    warnings.simplefilter("ignore")
-    from tqdm.auto import tqdm
 
 __all__ = ["History", "Config", "train", "train_step", "evaluate", "progress_bar",
            "check_config", "loss_function", "batch_generator", "next_batch",
@@ -218,20 +211,6 @@ def batch_generator(seed: int) -> torch.Generator:
 def next_batch(gen: torch.Generator, n: int, bs: int) -> Tensor | slice:
     """The indices of the next minibatch of ``bs`` out of ``n`` examples (all if bs >= n)."""
     return torch.randperm(n, generator=gen)[:bs] if bs < n else slice(None)
-
-
-def progress_bar(iterable: Iterable[Any] | None, desc: str, enabled: bool = True,
-                 total: int | None = None) -> Any:
-    """A tqdm bar over ``iterable`` (or of ``total`` steps, advanced by ``update``).
-
-    Silent if not ``enabled`` or if ``TQDM_DISABLE`` is set.
-
-    TQDM_DISABLE is read here, not left to tqdm: its notebook bar sets
-    disable=False itself, and builds use the variable to keep progress widgets
-    (whose script comes from a CDN) out of the published pages.
-    """
-    quiet = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
-    return tqdm(iterable, desc=desc, leave=False, disable=quiet, total=total)
 
 
 @dataclass(frozen=True)

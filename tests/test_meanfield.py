@@ -41,7 +41,7 @@ def test_tanh_moments_match_midpoint_rule(q):
     _, m2, d2 = init.gaussian_moments("tanh", q)
     assert float(mf.gauss_expect(lambda u: torch.tanh(u) ** 2, q)) == pytest.approx(m2, rel=1e-4)
     assert float(mf.chi1("tanh", 1.0, 0.0) if q == 0 else 1.0) == 1.0
-    x, w = mf._gh(64)
+    x, w = mf.maps._gh(64)
     d = (1 - torch.tanh(math.sqrt(q) * x) ** 2) ** 2 @ w
     assert float(d) == pytest.approx(d2, rel=1e-4)
 
