@@ -25,6 +25,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+from lib import data  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -49,3 +51,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+# Small data sets that the training and population tests share.
+@pytest.fixture(scope="module")
+def spirals() -> data.Dataset:
+    return data.spirals(150, seed=0)
+
+
+@pytest.fixture(scope="module")
+def teacher() -> data.Dataset:
+    return data.teacher(120, in_features=4, depth=2, width=8, seed=0)

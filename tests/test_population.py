@@ -8,19 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from lib import data, networks, population, training
+from lib import networks, population, training
 
 TOL = 2e-5
-
-
-@pytest.fixture(scope="module")
-def spirals() -> data.Dataset:
-    return data.spirals(150, seed=0)
-
-
-@pytest.fixture(scope="module")
-def teacher() -> data.Dataset:
-    return data.teacher(120, in_features=4, depth=2, width=8, seed=0)
 
 
 def _mlp(act="tanh", **kw):

@@ -13,16 +13,6 @@ from torch import nn
 from lib import data, networks, probes, training
 
 
-@pytest.fixture(scope="module")
-def spirals() -> data.Dataset:
-    return data.spirals(150, seed=0)
-
-
-@pytest.fixture(scope="module")
-def teacher() -> data.Dataset:
-    return data.teacher(120, in_features=4, depth=2, width=8, seed=0)
-
-
 def _model(act: str = "tanh", seed: int = 0, **kw) -> nn.Module:
     return networks.mlp(2, 16, act, in_features=2, out_features=3, seed=seed, **kw)
 
