@@ -19,10 +19,13 @@ reproducible.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from typing import Iterator
 
-__all__ = ["DEFAULT_BASE_SEED", "ENV_VAR", "base_seed", "member_seeds", "stream"]
+__all__ = ["DEFAULT_BASE_SEED", "ENV_VAR", "base_seed", "member_seeds", "stream",
+           "torch_seeded"]
 
 #: The base seed of the default build (the one whose figures are published).
 DEFAULT_BASE_SEED = 0
@@ -90,3 +93,20 @@ def stream(seed: int, purpose: str) -> int:
     digest = hashlib.blake2b(f"gradient-flow:{purpose}:{seed}".encode(),
                              digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+@contextlib.contextmanager
+def torch_seeded(seed: int) -> Iterator[None]:
+    """Run a block on torch's global CPU generator seeded with ``seed``, then restore it.
+
+    For code that can only draw from the global generator (a module's own
+    constructor, dropout noise): the caller's random state comes back
+    unchanged afterwards, and only the CPU generator is touched -- unlike
+    ``torch.manual_seed``, which would also reseed every CUDA device.
+    """
+    import torch
+
+    seed = _check_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield

@@ -329,8 +329,7 @@ def train(model: nn.Module, data: Dataset, *, steps: int = 200, lr: float = 0.1,
     gen = batch_generator(seed)
 
     # A private RNG stream for dropout/RReLU noise: training never disturbs the caller's state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seeds.stream(seed, "noise"))
+    with _seeds.torch_seeded(_seeds.stream(seed, "noise")):
         model.train()
         bar = progress_bar(range(1, cfg.steps + 1), desc or "training", progress)
         for step in bar:

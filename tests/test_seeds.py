@@ -28,3 +28,16 @@ def test_model_weights_are_not_the_readers_inputs():
 def test_bad_arguments(seed, purpose, exc):
     with pytest.raises(exc, match="seed|purpose"):
         seeds.stream(seed, purpose)
+
+
+def test_torch_seeded_draws_as_manual_seed_and_restores_the_callers_state():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    with seeds.torch_seeded(7):
+        inside = torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(7)
+    assert torch.equal(inside, torch.rand(3))
+    with pytest.raises(TypeError, match="seed"):
+        with seeds.torch_seeded(1.5):
+            pass

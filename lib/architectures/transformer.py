@@ -76,8 +76,7 @@ def transformer(*, vocab: int = 10, length: int = 8, d_model: int = 16,
     ff = 2 * d_model if dim_feedforward is None else \
         _int("dim_feedforward", dim_feedforward, 1)
     _seed_list([seed], 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seeds.stream(seed, "transformer"))
+    with _seeds.torch_seeded(_seeds.stream(seed, "transformer")):
         net = TokenTransformer(vocab, length, d_model, nhead, layers,
                                norm_first, ff)
         nn.init.normal_(net.pos, std=0.02)

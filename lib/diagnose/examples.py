@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-import torch
 from torch import Tensor, nn
 
 from lib import data as _data
@@ -90,8 +89,7 @@ def saturated_tanh(seed: int | None = None) -> tuple[nn.Module, Tensor, Tensor]:
 def small_cnn(seed: int | None = None) -> tuple[nn.Module, Tensor, Tensor]:
     """A small CNN in plain PyTorch (SmallCNN, default init) on 8x8 digits: healthy."""
     seed = _seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seeds.stream(seed, "small_cnn"))
+    with _seeds.torch_seeded(_seeds.stream(seed, "small_cnn")):
         model = SmallCNN()
     x, y = _batch(seed)
     return model, x.reshape(-1, 1, 8, 8), y
