@@ -27,13 +27,15 @@ same conditions and a change to them is made once. :func:`setup`
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from lib import plots as _plots
 from lib import seeds as _seeds
 from lib._checks import check_bool, check_int
 
-__all__ = ["setup", "THREADS"]
+__all__ = ["setup", "THREADS", "glue_summary"]
 
 #: torch's intra-op thread count in every chapter.
 THREADS = 1
@@ -64,3 +66,20 @@ def setup(*, threads: int = THREADS, flush_denormal: bool = True, style: bool = 
     if style:
         _plots.use_style()
     return _seeds.base_seed()
+
+
+def glue_summary(key: str, values: Any, fmt: str) -> Any:
+    """Glue the median of per-seed ``values`` as ``key`` and its summary as ``key_s``.
+
+    ``key_s`` reads "median [lo, hi], n seeds" (:func:`lib.stats.summary`
+    formatted with ``fmt``, e.g. ``".2f"``), the form every verdict in the
+    book quotes. Returns the :class:`lib.stats.Summary`.
+    """
+    from myst_nb import glue
+
+    from lib import stats as _stats
+
+    s = _stats.summary(values)
+    glue(key, float(s.median), display=False)
+    glue(f"{key}_s", format(s, fmt), display=False)
+    return s
