@@ -1,0 +1,35 @@
+"""scripts/build_book.py: the parallel build's page scheduling."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_book  # noqa: E402
+
+
+@pytest.fixture
+def pages(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_book, "ROOT", tmp_path)
+    sizes = {"big": 9000, "mid": 5000, "small": 1000, "tiny": 10}
+    for name, n in sizes.items():
+        (tmp_path / f"{name}.md").write_text("x" * n)
+    (tmp_path / "api.md").write_text(".. automodule:: lib\n" * 3)
+    return [*sizes, "api"]
+
+
+def test_every_page_once_heaviest_started_first(pages):
+    chunks = build_book.balanced_chunks(pages, 2)
+    assert sorted(d for c in chunks for d in c) == sorted(pages)
+    assert all(len(c) == 1 for c in chunks)
+    assert [c[0] for c in chunks[:2]] == ["big", "api"]
+    # the waiting pages are popped last-in first-out: heaviest of the rest next
+    assert chunks[-1] == ["mid"]
+
+
+def test_autodoc_pages_weigh_more_than_their_source(pages):
+    assert build_book._cost("api") > 3 * build_book.AUTOMODULE_COST - 1
+    assert build_book._cost("missing") == 0
