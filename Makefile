@@ -23,6 +23,10 @@ TEST_SEED ?= 1
 # thread only adds synchronisation, and tests run two kernels side by side on
 # two cores, where two threads each make them thrash (10-100x slower under load).
 export OMP_NUM_THREADS ?= 1
+# Python may write lib's bytecode (__pycache__, git-ignored): some machines set
+# PYTHONDONTWRITEBYTECODE, and then every notebook kernel recompiles lib from
+# source (0.3 s each, 4 s CPU per build).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: book test unit notebooks build browser bench lab clean help lint lint-notebooks stderr
 help:
