@@ -139,6 +139,16 @@ def test_the_cli_leaves_the_global_random_state_alone(user_module, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("argv", [["--example", "dead_relu"], ["--example", "small_cnn"],
+                                  []])
+def test_the_cli_leaves_the_rng_state_unchanged_on_examples(argv, capsys):
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    assert dg.main(argv) == 0
+    assert torch.equal(torch.random.get_rng_state(), before)
+    capsys.readouterr()
+
+
 def test_cli_examples(capsys):
     assert dg.main(["--list"]) == 0
     assert "sigmoid_stack" in capsys.readouterr().out

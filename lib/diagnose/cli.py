@@ -260,8 +260,10 @@ def _run(args: argparse.Namespace) -> int:
         return 1 if args.fail_on_issue and not d.healthy else 0
     if args.target:
         factory = _load(args.target, "TARGET")
-        torch.manual_seed(seed)  # inside fork_rng: the caller's random state is restored
-        model, x, y = _build(factory, args.target)
+        # the factory draws from the global CPU generator: seed it, restore it after
+        # (torch.manual_seed would also reseed CUDA, which fork_rng(devices=[]) keeps)
+        with _seeds.torch_seeded(seed):
+            model, x, y = _build(factory, args.target)
         if x is None and args.data:
             batch = _guard(f"calling {args.data}() raised", _load(args.data, "--data"))
             if not (isinstance(batch, tuple) and len(batch) == 2
