@@ -5,8 +5,11 @@ parameter and buffer of the group is one stacked tensor ``(K, *shape)``. The
 group's forward pass is either the hand-written stacked forward of a
 :class:`lib.networks.MLP` (:func:`_mlp_forward`) or
 ``vmap(functional_call(template, ...))`` for any other module; a group whose
-model draws random numbers in training (RReLU, Dropout) or that vmap cannot
-run is trained member by member with :func:`lib.training.train`.
+model draws random numbers in training (Dropout; RReLU outside the fast path)
+or that vmap cannot run is trained member by member with
+:func:`lib.training.train`. On the fast path RReLU draws each member's noise
+from a generator of its own, seeded as ``lib.training.train`` seeds the
+global one for that member, so it draws the same numbers.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from torch.nn import functional as F
 from lib import activations as _acts
 from lib import networks as _networks
 from lib import probes as _probes
+from lib import seeds as _seeds
 from lib import training as _training
 from lib.data import Dataset
 
@@ -67,7 +71,7 @@ def _mlp_ok(model: nn.Module) -> bool:
     for _, mod in model.hidden():
         if not isinstance(mod, (_networks.Layer, _networks.ResidualBlock)):
             return False
-        if not isinstance(mod.act, _ELEMENTWISE + (nn.PReLU,)):
+        if not isinstance(mod.act, _ELEMENTWISE + (nn.PReLU, nn.RReLU)):
             return False
         if isinstance(mod.norm, nn.BatchNorm1d) and mod.norm.momentum is None:
             return False
@@ -99,6 +103,8 @@ class _Group:
             self.B = {n: torch.stack([b[n] for b in buffers]).clone()
                       for n in self.bnames}
         self.lrs = torch.tensor(lrs, dtype=torch.float64)
+        # RReLU on the fast path: one noise generator per member (set by run()).
+        self.noise: list[torch.Generator] = []
         self.alive = torch.ones(k, dtype=torch.bool)
         self.state: dict[str, list[Tensor]] = {}
         self.t = 0
@@ -152,8 +158,16 @@ class _Group:
             z = z * w.unsqueeze(1) + self.P[f"{prefix}.bias"].unsqueeze(1)
         return z
 
-    def _act(self, z: Tensor, prefix: str, mod: nn.Module, record: bool) -> Tensor:
-        if isinstance(mod, nn.PReLU):
+    def _act(self, z: Tensor, prefix: str, mod: nn.Module, record: bool,
+             training: bool = True) -> Tensor:
+        if isinstance(mod, nn.RReLU):
+            if training:  # each member's draws from its own generator, as train draws
+                h = torch.stack([torch._C._nn.rrelu_with_noise(
+                    zk, torch.empty_like(zk), mod.lower, mod.upper, True, gen)
+                    for zk, gen in zip(z, self.noise)])
+            else:
+                h = F.rrelu(z, mod.lower, mod.upper, training=False)
+        elif isinstance(mod, nn.PReLU):
             h = torch.where(z >= 0, z, self.P[f"{prefix}.weight"].unsqueeze(1) * z)
         elif len(self.runs.get(prefix, ())) > 1:
             runs = self.runs[prefix]
@@ -171,10 +185,10 @@ class _Group:
         for name, mod in self.template.named_children():
             if isinstance(mod, _networks.Layer):
                 z = self._norm(self._lin(h, f"{name}.linear"), f"{name}.norm", mod.norm, training)
-                h = self._act(z, f"{name}.act", mod.act, record)
+                h = self._act(z, f"{name}.act", mod.act, record, training)
             elif isinstance(mod, _networks.ResidualBlock):
                 u = self._norm(self._lin(h, f"{name}.fc1"), f"{name}.norm", mod.norm, training)
-                a = self._act(u, f"{name}.act", mod.act, record)
+                a = self._act(u, f"{name}.act", mod.act, record, training)
                 if record:
                     self.dead.append(nan)  # fc2: no activation follows it in the block
                 h = h + mod.scale * self._lin(a, f"{name}.fc2")
@@ -325,11 +339,16 @@ def run(members: list[Any], models: list[nn.Module], data: Dataset, cfg: _traini
         order = {k: j for j, k in enumerate(dict.fromkeys(_acts_of(models[i]) for i in idx))}
         idx = sorted(idx, key=lambda i: order[_acts_of(models[i])])
         ms = [models[i] for i in idx]
+        fast = _mlp_ok(ms[0])  # RReLU is batched there (per-member noise generators)
         if not batched or any(isinstance(mod, _RANDOM) and getattr(mod, "p", 1) != 0
+                              and not (fast and isinstance(mod, nn.RReLU))
                               for mod in ms[0].modules()):
             loop += idx
             continue
         g = _Group(idx, ms, [members[i].lr for i in idx], cfg)
+        if any(isinstance(mod, nn.RReLU) for mod in ms[0].modules()):
+            g.noise = [torch.Generator().manual_seed(
+                _seeds.stream(members[i].seed, "noise")) for i in idx]
         if g.mlp or _vmap_ok(g, data):
             groups.append(g)
         else:

@@ -23,7 +23,7 @@ Which models are batched:
 
 * :class:`lib.networks.MLP` from :func:`lib.networks.mlp`, plain or residual,
   with any elementwise activation of :mod:`lib.activations` (PReLU included,
-  its slope stacked per member), LayerNorm, and BatchNorm (batch statistics
+  its slope stacked per member; RReLU too, see below), LayerNorm, and BatchNorm (batch statistics
   per member in training, running statistics per member in evaluation) - by
   a hand-written stacked forward, the fast path. Members whose MLPs differ
   only in a parameter-free activation (ReLU and tanh arms, say) share one
@@ -32,10 +32,14 @@ Which models are batched:
   buffers, through :func:`torch.func.functional_call` and
   :func:`torch.func.vmap` (a model with BatchNorm in training mode, or
   any module that draws random numbers, is not: it falls back to the loop);
-* the loop: RReLU and Dropout (random in training: batched members could not
-  draw the numbers ``lib.training.train`` draws) and anything vmap refuses
-  are trained one member at a time with ``lib.training.train``. The result is
-  the same object; :attr:`Population.batched` says which path ran.
+  RReLU on the fast path draws each member's noise from a generator of its
+  own, seeded as ``lib.training.train`` seeds its private noise stream, so a
+  member draws the numbers it would draw alone;
+* the loop: Dropout, RReLU outside the fast path (random in training: batched
+  members could not draw the numbers ``lib.training.train`` draws) and
+  anything vmap refuses are trained one member at a time with
+  ``lib.training.train``. The result is the same object;
+  :attr:`Population.batched` says which path ran.
 
 Bit-identity: the same call gives the same result on the same machine at a
 fixed torch thread count (the book runs with one thread); a batched member

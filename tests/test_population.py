@@ -80,14 +80,36 @@ def test_any_module_through_vmap_and_random_ones_through_the_loop(spirals):
     def seq(s):
         torch.manual_seed(s)
         return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3))
-    pop = population.train({"seq": seq, "rrelu": _mlp("rrelu")}, spirals, [0, 3],
-                           steps=6, eval_every=3, progress=False)
-    assert pop.batched == [True, True, False, False]
-    _assert_matches(pop, {"seq": seq, "rrelu": _mlp("rrelu")}, spirals, steps=6, eval_every=3)
+
+    def dropout(s):
+        torch.manual_seed(s)
+        return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Dropout(0.2), nn.Linear(8, 3))
+    builds = {"seq": seq, "dropout": dropout, "rrelu": _mlp("rrelu")}
+    pop = population.train(builds, spirals, [0, 3], steps=6, eval_every=3, progress=False)
+    # RReLU in an MLP is batched (each member's own noise generator); Dropout loops.
+    assert pop.batched == [True, True, False, False, True, True]
+    _assert_matches(pop, builds, spirals, steps=6, eval_every=3)
     loop = population.train(_mlp(), spirals, [0, 3], steps=6, eval_every=3, batched=False,
                             progress=False)
     assert not any(loop.batched)
     _assert_matches(loop, _mlp(), spirals, steps=6, eval_every=3)
+
+
+def test_rrelu_draws_the_noise_train_draws(spirals):
+    # Two rates and two seeds share one stack; each member's RReLU noise equals the
+    # draws lib.training.train makes for it alone (same losses, same trained slopes).
+    build = _mlp("rrelu", init="he")
+    run = dict(steps=15, batch_size=32, eval_every=5, optimizer="adam")
+    pop = population.train(build, spirals, [2, 5], lrs=(0.01, 0.05), progress=False,
+                           probe_every=5, probes=("dead",), **run)
+    assert all(pop.batched)
+    _assert_matches(pop, build, spirals, **run)
+    ref = build(5)
+    training.train(ref, spirals, seed=5, lr=0.05, progress=False, **run)
+    for a, b in zip(pop.models[-1].state_dict().values(), ref.state_dict().values()):
+        assert (a - b).abs().max() < 1e-4
+    # Different seeds draw different noise: the losses differ from step 1 on.
+    assert not torch.equal(pop.loss[0], pop.loss[1])
 
 
 def test_probes_match_train_reports(spirals):
