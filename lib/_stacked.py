@@ -238,6 +238,9 @@ class _Group:
                 coef = (cfg.clip_norm / (total + 1e-6)).clamp(max=1.0)
                 for g in grads:
                     g.mul_(coef.to(g.dtype).view(-1, *[1] * (g.dim() - 1)))
+            if cfg.clip_value is not None:  # after the norm, as lib.training.train
+                for g in grads:
+                    g.clamp_(-cfg.clip_value, cfg.clip_value)
             if probe:
                 g_of = dict(zip(self.names, grads))
                 out["weight_grad_norm"] = torch.stack(
@@ -410,7 +413,8 @@ def run(members: list[Any], models: list[nn.Module], data: Dataset, cfg: _traini
         mem = members[i]
         h = _training.train(models[i], data, steps=steps, lr=mem.lr, optimizer=cfg.optimizer,
                             momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                            batch_size=cfg.batch_size, clip_norm=cfg.clip_norm, seed=mem.seed,
+                            batch_size=cfg.batch_size, clip_norm=cfg.clip_norm,
+                            clip_value=cfg.clip_value, seed=mem.seed,
                             eval_every=cfg.eval_every, eval_train=eval_train,
                             probe_every=cfg.probe_every, progress=False)
         loss[i, :len(h.loss)] = torch.tensor(h.loss, dtype=torch.float64)

@@ -237,7 +237,8 @@ def train(build: Callable[[int], nn.Module] | Mapping[str, Callable[[int], nn.Mo
           clip_norm: float | None = None, eval_every: int | None = None,
           eval_train: bool = False, probe_every: int = 0,
           probes: Sequence[str] = ("weight_grad_norm",), batched: bool = True,
-          progress: bool = True, desc: str | None = None) -> Population:
+          progress: bool = True, desc: str | None = None,
+          clip_value: float | None = None) -> Population:
     """Train every (arm, lr, seed) member and return the :class:`Population`.
 
     Args:
@@ -248,8 +249,9 @@ def train(build: Callable[[int], nn.Module] | Mapping[str, Callable[[int], nn.Mo
         seeds: the members' seeds (e.g. :func:`lib.seeds.member_seeds`); also
             seed each member's minibatches, as ``lib.training.train(seed=)``.
         lrs: one learning rate or a grid; every arm is trained at every rate.
-        steps, optimizer, momentum, weight_decay, batch_size, clip_norm, eval_every: as
-            :func:`lib.training.train` (``momentum`` is refused with Adam).
+        steps, optimizer, momentum, weight_decay, batch_size, clip_norm, eval_every,
+            clip_value: as :func:`lib.training.train` (``momentum`` is refused with
+            Adam; clipping by norm first, then by value, as there).
         eval_train: also record loss and accuracy on the whole training set.
         probe_every: record ``probes`` at step 1 and every ``probe_every``
             steps (0: never); see :data:`PROBES`.
@@ -269,7 +271,8 @@ def train(build: Callable[[int], nn.Module] | Mapping[str, Callable[[int], nn.Mo
                          f"got {probes!r}")
     cfg = _training.check_config(steps=steps, lr=grid[0], optimizer=optimizer,
                                  momentum=momentum, weight_decay=weight_decay,
-                                 batch_size=batch_size, clip_norm=clip_norm, clip_value=None,
+                                 batch_size=batch_size, clip_norm=clip_norm,
+                                 clip_value=clip_value,
                                  eval_every=eval_every, probe_every=probe_every,
                                  n=data.x_train.shape[0])
     members = [Member(arm, lr, s) for arm in builders for lr in grid for s in seed_list]

@@ -49,7 +49,9 @@ def test_every_activation_matches_train(spirals, act):
 ])
 @pytest.mark.parametrize("opt", [dict(optimizer="sgd", momentum=0.9, weight_decay=1e-3),
                                  dict(optimizer="adam", weight_decay=1e-3),
-                                 dict(optimizer="sgd", clip_norm=0.05)])
+                                 dict(optimizer="sgd", clip_norm=0.05),
+                                 dict(optimizer="sgd", clip_value=0.01),
+                                 dict(optimizer="sgd", clip_norm=0.05, clip_value=0.01)])
 def test_norms_residuals_and_optimisers_match_train(spirals, kw, opt):
     build = _mlp("relu", init="he", **kw)
     run = dict(steps=10, batch_size=32, eval_every=5, **opt)
