@@ -36,12 +36,15 @@ def _scalars(m: nn.Module) -> tuple[Any, ...]:
                         and isinstance(v, (bool, int, float, str, tuple))))
 
 
+def _tensors(model: nn.Module) -> tuple[Any, ...]:
+    return tuple((n, tuple(t.shape), t.dtype, t.requires_grad if isinstance(t, nn.Parameter)
+                  else None) for n, t in [*model.named_parameters(), *model.named_buffers()])
+
+
 def signature(model: nn.Module) -> tuple[Any, ...]:
     """What two models must share to be stacked: module types, settings, tensor shapes."""
     mods = tuple((n, type(m), _scalars(m)) for n, m in model.named_modules())
-    tensors = tuple((n, tuple(t.shape), t.dtype, t.requires_grad if isinstance(t, nn.Parameter)
-                     else None) for n, t in [*model.named_parameters(), *model.named_buffers()])
-    return mods, tensors
+    return mods, _tensors(model)
 
 
 def _act_key(m: nn.Module) -> tuple[Any, ...]:
@@ -56,7 +59,7 @@ def group_key(model: nn.Module) -> tuple[Any, ...]:
         return ("module",) + signature(model)
     mods = tuple((n, "activation") if isinstance(m, _ELEMENTWISE)
                  else (n, type(m), _scalars(m)) for n, m in model.named_modules())
-    return ("mlp",) + (mods, signature(model)[1])
+    return ("mlp",) + (mods, _tensors(model))
 
 
 def _acts_of(model: nn.Module) -> tuple[Any, ...]:
@@ -348,8 +351,9 @@ def run(members: list[Any], models: list[nn.Module], data: Dataset, cfg: _traini
     loop: list[int] = []
     for idx in by_sig.values():
         # members with the same activations next to each other (contiguous runs)
-        order = {k: j for j, k in enumerate(dict.fromkeys(_acts_of(models[i]) for i in idx))}
-        idx = sorted(idx, key=lambda i: order[_acts_of(models[i])])
+        acts = {i: _acts_of(models[i]) for i in idx}
+        order = {k: j for j, k in enumerate(dict.fromkeys(acts.values()))}
+        idx = sorted(idx, key=lambda i: order[acts[i]])
         ms = [models[i] for i in idx]
         fast = _mlp_ok(ms[0])  # RReLU is batched there (per-member noise generators)
         if not batched or any(isinstance(mod, _RANDOM) and getattr(mod, "p", 1) != 0
