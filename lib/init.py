@@ -49,7 +49,7 @@ from lib import seeds as _seeds
 from lib._checks import check_int, check_model_input, check_number, check_seed
 
 __all__ = ["Scheme", "SCHEMES", "schemes", "gain", "weight_variance", "apply", "lsuv",
-           "weight_layers", "gaussian_moments", "predict", "Prediction"]
+           "weight_layers", "gaussian_moments", "predict", "Prediction", "steps_to_loss"]
 
 Filler = Callable[[Tensor, dict[str, Any], "torch.Generator | None"], None]
 
@@ -452,6 +452,22 @@ def predict(activation: str, scheme: str, width: int, depth: int, *, input_var: 
     inputs_m2 = np.concatenate([[input_var], m2[:-1]])
     wgrad = grad * inputs_m2
     return Prediction(pre, m2, grad, wgrad / wgrad[-1])
+
+
+def steps_to_loss(loss: Any, threshold: float, *, window: int = 5) -> np.ndarray:
+    """Training time: per run, the first step at which the mean loss of the last
+    ``window`` steps is at most ``threshold`` (steps count from 1), ``inf`` if
+    never. ``loss`` is (runs, steps), e.g. a stacked run's minibatch losses; a
+    NaN (diverged) step counts as never below.
+    """
+    arr = np.asarray(loss, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"loss must be 2-D (runs, steps), got shape {arr.shape}")
+    threshold = check_number(threshold, "threshold")
+    window = check_int(window, "window", ge=1, le=max(arr.shape[1], 1))
+    windows = np.lib.stride_tricks.sliding_window_view(arr, window, axis=1)
+    hit = np.nan_to_num(windows.mean(-1), nan=np.inf) <= threshold
+    return np.where(hit.any(1), hit.argmax(1) + window, np.inf).astype(np.float64)
 
 
 def _scheme_table() -> str:

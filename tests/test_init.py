@@ -373,3 +373,21 @@ def test_weight_variance_is_finite_and_nonnegative_for_any_fans(scheme, fan_in, 
 def test_no_nonfinite_or_float32_overflowing_parameter_is_accepted(bad):
     with pytest.raises(ValueError, match="std"):
         init.weight_variance("normal", 4, 4, std=bad)
+
+
+def test_steps_to_loss_is_the_first_window_mean_below_the_threshold():
+    loss = np.array([[3.0, 2.0, 1.0, 0.5, 0.2, 0.1],
+                     [3.0, 3.0, 3.0, 3.0, 3.0, 3.0],
+                     [1.0, 0.1, np.nan, 0.1, 0.1, 0.1]])
+    got = init.steps_to_loss(loss, 0.75, window=2)
+    # row 0: means of (1, .5) = .75 at step 4; row 1 never; row 2: (1, .1) = .55 at step 2
+    assert got.tolist() == [4.0, math.inf, 2.0]
+    # a NaN step spoils every window that holds it; later windows count again
+    assert init.steps_to_loss(loss[2:], 0.2, window=2).tolist() == [5.0]
+    brute = [next((t + 1 for t in range(1, 6) if loss[0, t - 1:t + 1].mean() <= 0.3),
+                  math.inf)]
+    assert init.steps_to_loss(loss[:1], 0.3, window=2).tolist() == brute
+    with pytest.raises(ValueError, match="loss"):
+        init.steps_to_loss(np.ones(4), 1.0)
+    with pytest.raises(ValueError, match="window"):
+        init.steps_to_loss(loss, 1.0, window=0)
