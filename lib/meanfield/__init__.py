@@ -48,6 +48,10 @@ member needs its own weight and bias variance, orthogonal draws, per-layer
 widths and the input-output Jacobian, which a population of ``nn.Module``
 builders does not expose cheaply.
 
+:mod:`lib.meanfield.shattered` measures two finite-network effects the maps
+leave out: shattered gradients (Balduzzi et al. 2017) and the spread of
+log-norms across networks that grows with depth/width (Hanin & Rolnick 2018).
+
 Examples:
     >>> s = depth_scales("tanh", 1.5, 0.05)
     >>> round(s.chi1, 3), s.xi_c > 1
@@ -67,6 +71,14 @@ from lib.meanfield.maps import (
     q_map,
     q_trajectory,
 )
+from lib.meanfield.shattered import (
+    GradientField,
+    autocorrelation,
+    input_gradients,
+    log_norms,
+    relu_log_norm_variance,
+    variance_and_error,
+)
 from lib.meanfield.stacked import (
     StackedMLP,
     StackedRun,
@@ -77,4 +89,6 @@ from lib.meanfield.stacked import (
 
 __all__ = ["gauss_expect", "q_map", "c_map", "q_fixed_point", "c_fixed_point", "chi1",
            "DepthScales", "depth_scales", "q_trajectory", "c_trajectory", "StackedMLP",
-           "stacked_mlp", "StackedRun", "train_stacked", "correlation"]
+           "stacked_mlp", "StackedRun", "train_stacked", "correlation", "GradientField",
+           "input_gradients", "autocorrelation", "log_norms", "relu_log_norm_variance",
+           "variance_and_error"]
