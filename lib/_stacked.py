@@ -232,7 +232,7 @@ class _Group:
         with torch.no_grad():
             # A diverged member keeps its last finite weights, as train stops before the step.
             grads = [torch.zeros_like(p) if p.grad is None else p.grad if all_alive
-                     else torch.where(mask.view(-1, *[1] * (p.dim() - 1)), p.grad, 0.0)
+                     else p.grad.masked_fill_(~mask.view(-1, *[1] * (p.dim() - 1)), 0.0)
                      for p in params]
             # Per member, the norm over all its gradient entries (as clip_grad_norm_).
             total = torch.cat([g.flatten(1) for g in grads], 1).norm(dim=1).double()
