@@ -26,7 +26,12 @@ The exceptions, each a rule rather than a sentence:
   ``p`` or ``p / 100``;
 * **citation years** (``Hendrycks & Gimpel 2016``, ``(2017)``) and
   **numbered references** (chapter, section, part, exercise, equation,
-  figure, table, claim numbers).
+  figure, table, claim numbers);
+* **what a paper reports**: a paper's published number is not an experiment
+  of ours, so a table column whose header says so ("what they report",
+  "what the paper reports", "reported", see :data:`REPORTED_COLUMNS`) may
+  quote it as printed. Only that column: the book's own measurement of the
+  same quantity, in the next column, is glued.
 
 A failure names the page, the line and the number: glue the value, or name
 the code literal it stands for, or rewrite the sentence.
@@ -50,6 +55,10 @@ CONSTANTS = {
     "sqrt 2": math.sqrt(2), "sqrt 3": math.sqrt(3), "sqrt 6": math.sqrt(6),
     "SELU lambda": 1.0507009873554805, "SELU alpha": 1.6732632423543772,
 }
+
+#: Table headers (lower case) of the columns that quote a paper's published results.
+REPORTED_COLUMNS = ("what they report", "what the paper reports", "reported",
+                    "paper reports", "published")
 
 _REF_WORDS = ("chapter", "chapters", "section", "sections", "part", "exercise", "exercises",
               "equation", "eq.", "eq", "figure", "fig.", "fig", "table", "tab.", "claim",
@@ -120,6 +129,42 @@ def _code_values(code: str) -> set[float]:
     return values
 
 
+def _cells(line: str) -> list[str]:
+    return line.strip().strip("|").split("|")
+
+
+def _blank_reported(lines: list[str]) -> list[str]:
+    """The lines with every cell of a "what the paper reports" column blanked.
+
+    A table is a header row, a ``|---|`` separator and rows; a cell is blanked
+    (same length, so positions keep their line) when its column's header is
+    one of :data:`REPORTED_COLUMNS`. A row whose cell count differs from the
+    header's (a ``|`` inside a cell) is left as it is, and so still scanned.
+    """
+    out = list(lines)
+    cols: set[int] = set()
+    width = 0
+    for i, line in enumerate(lines):
+        if not line.lstrip().startswith("|"):
+            cols = set()
+            continue
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if re.fullmatch(r"\s*\|?(\s*:?-{3,}:?\s*\|)+\s*:?-*:?\s*\|?\s*", nxt):
+            head = [c.strip().lower() for c in _cells(line)]
+            cols, width = {j for j, h in enumerate(head) if h in REPORTED_COLUMNS}, len(head)
+            continue
+        cells = _cells(line)
+        if not cols or len(cells) != width:
+            continue
+        lead = line[:len(line) - len(line.lstrip())] + ("|" if line.lstrip().startswith("|")
+                                                        else "")
+        cells = [" " * len(c) if j in cols else c for j, c in enumerate(cells)]
+        rest = line.strip()[1:]
+        trail = "|" if rest.endswith("|") else ""
+        out[i] = lead + "|".join(cells) + trail
+    return out
+
+
 def _blank(m: re.Match) -> str:
     """Replace a match by spaces, keeping its newlines, so positions keep their line."""
     return re.sub(r"[^\n]", " ", m.group(0))
@@ -174,7 +219,8 @@ def offending_numbers(path: Path) -> list[tuple[int, str, str]]:
     prose, code = _split(path)
     code_values = _code_values(code)
     numbers = [n for n, _ in prose]
-    text = _FRACTION.sub(_blank, _clean("\n".join(line for _, line in prose)))
+    lines = _blank_reported([line for _, line in prose])
+    text = _FRACTION.sub(_blank, _clean("\n".join(lines)))
     starts = [0]
     for line in text.split("\n")[:-1]:
         starts.append(starts[-1] + len(line) + 1)
@@ -225,3 +271,15 @@ def test_the_scan_finds_a_typed_number(tmp_path: Path) -> None:
                     "`0.9` in code, ln 10 = 2.30, Xu et al. 2015, chapter 3, 1/4.\n")
     bad = offending_numbers(page)
     assert [tok for _, tok, _ in bad] == ["0.37"], bad
+
+
+def test_a_papers_reported_column_may_quote_it(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# Results\n\n"
+                    "| paper | what they report | what the book measures |\n"
+                    "|---|---|---|\n"
+                    "| Xu et al. 2015 | 4.7 % error at 50 layers | 6.2 % at 20 layers |\n"
+                    "\nAfter the table, 7.5 is typed again.\n")
+    bad = offending_numbers(page)
+    # the paper's numbers pass; ours in the next column and after the table do not
+    assert [tok for _, tok, _ in bad] == ["6.2", "20", "7.5"], bad
