@@ -22,7 +22,12 @@ so one forward and one backward train every member exactly as if alone,
 with PyTorch's own kernel. Each member has its own learning rate and its
 own clipping; the optimiser (Adam or SGD) is written out here because its
 learning rate is a per-weight tensor and because the first ``torch.optim``
-optimiser in a process costs about a second of imports. A member whose
+optimiser in a process costs about a second of imports.
+:func:`train_population` takes one population or several of different
+kinds (an ``nn.RNN`` one and an ``nn.LSTM`` one train in the same loop) and
+updates the on-block weights of all of them as one flat vector, so that a
+step costs a handful of tensor operations however many parameters there
+are. A member whose
 loss or gradient becomes non-finite is marked diverged and its block is
 zeroed, so that ``0 * inf`` cannot leak into the others. The tests check that
 every member equals the same network trained alone with ``torch.optim``.
@@ -183,7 +188,34 @@ class PopulationRun:
         return first.min(1).values
 
 
-def train_population(pop: BlockRecurrent, tasks: Sequence[Dataset], task_of: Sequence[int], *,
+def _flatten_on_block(pops: Sequence[BlockRecurrent]) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Make every parameter of ``pops`` a view of one flat buffer.
+
+    Returns the parameters, the flat buffer, and for each on-block weight its
+    index in the buffer and its member (numbered across ``pops`` in order).
+    Off-block weights stay in the buffer (the kernels need them) at zero and
+    are never updated, so the optimiser works on the on-block weights only,
+    with a handful of tensor operations per step however many parameters.
+    """
+    params, owners, offset = [], [], 0
+    for pop in pops:
+        for p, own in zip(pop.parameters(), pop._owner):
+            params.append(p)
+            owners.append(torch.where(own < pop.members, own + offset, -1).flatten())
+        offset += pop.members
+    flat = torch.cat([p.detach().flatten() for p in params])
+    start = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat[start:start + n].view_as(p)
+        start += n
+    owner = torch.cat(owners)
+    on = torch.nonzero(owner >= 0).flatten()
+    return params, flat, on, owner[on]
+
+
+def train_population(pop: BlockRecurrent | Sequence[BlockRecurrent],
+                     tasks: Sequence[Dataset], task_of: Sequence[int], *,
                      lr: Sequence[float], steps: int, batch_size: int = 32,
                      optimizer: str = "adam", clip_norm: Sequence[float] | None = None,
                      clip_value: Sequence[float] | None = None, eval_every: int = 10,
@@ -191,15 +223,25 @@ def train_population(pop: BlockRecurrent, tasks: Sequence[Dataset], task_of: Seq
                      ) -> PopulationRun:
     """Train every member of ``pop`` on its own task with its own settings, in one loop.
 
-    Member ``m`` trains on ``tasks[task_of[m]]`` (regression, mean squared
-    error of its head on the last step), with minibatches drawn by a
-    generator seeded from ``(seed, task_of[m])``, so members that share a
-    task see the same batches; learning rate ``lr[m]``; optional clipping of
-    its own gradient by norm (``clip_norm[m]``, ``inf`` for none) and by
-    value. A member whose loss exceeds ``diverge_at`` or whose gradient is
-    not finite stops (diverged).
+    ``pop`` is one :class:`BlockRecurrent` or several (of any kinds: an
+    ``nn.RNN`` population and an ``nn.LSTM`` one train in the same loop);
+    their members are numbered in order, and every per-member argument and
+    every row of the result follows that numbering. Member ``m`` trains on
+    ``tasks[task_of[m]]`` (regression, mean squared error of its head on the
+    last step), with minibatches drawn by a generator seeded from
+    ``(seed, task_of[m])``, so members that share a task see the same
+    batches; learning rate ``lr[m]``; optional clipping of its own gradient
+    by norm (``clip_norm[m]``, ``inf`` for none) and by value. A member whose
+    loss exceeds ``diverge_at`` or whose gradient is not finite stops
+    (diverged).
     """
-    m = pop.members
+    pops = [pop] if isinstance(pop, BlockRecurrent) else list(pop)
+    if not pops or not all(isinstance(p, BlockRecurrent) for p in pops):
+        raise TypeError("pop must be a BlockRecurrent or a non-empty sequence of them")
+    if len({(p.inputs, p.outputs) for p in pops}) != 1:
+        raise ValueError("every population in pop must have the same input and output sizes")
+    sizes = [p.members for p in pops]
+    m = sum(sizes)
     _checks.check_choice(optimizer, "optimizer", ("adam", "sgd"))
     steps = _checks.check_int(steps, "steps", ge=1)
     batch_size = _checks.check_int(batch_size, "batch_size", ge=1)
@@ -224,11 +266,11 @@ def train_population(pop: BlockRecurrent, tasks: Sequence[Dataset], task_of: Seq
     yt = torch.stack([t.y_test for t in tasks])[task_of].T  # (N_test, M)
     gens = [torch.Generator().manual_seed(_seeds.stream(seed, f"batches-{k}"))
             for k in range(len(tasks))]
-    params = list(pop.parameters())
-    on, groups = pop._on, pop._groups
+    params, flat, on, own = _flatten_on_block(pops)
     idx_t = torch.tensor(task_of)
     all_tasks = torch.arange(len(tasks))[:, None]
-    state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    mo, ve = torch.zeros(len(on)), torch.zeros(len(on))
+    lr_on, value_on = lrs[own], values_c[own]
     alive = torch.ones(m, dtype=torch.bool)
     diverged = torch.zeros(m, dtype=torch.int64)
     train_loss = torch.zeros(m, steps)
@@ -236,48 +278,48 @@ def train_population(pop: BlockRecurrent, tasks: Sequence[Dataset], task_of: Seq
     evals, eval_steps = [], []
     b1, b2, eps = 0.9, 0.999, 1e-8
     clip_v = bool(torch.isfinite(values_c).any())
+
+    def forward(x: Tensor) -> Tensor:
+        parts = x.split(sizes, dim=2)
+        return torch.cat([p(xp)[..., 0] for p, xp in zip(pops, parts)], 1)  # (B, M)
+
     for step in progress_bar(range(1, steps + 1), "training", progress):
         rows = torch.stack([torch.randint(0, xs.shape[1], (batch_size,), generator=g)
                             for g in gens])  # (tasks, B)
         xb = xs[all_tasks, rows][idx_t].permute(1, 2, 0, 3)
         yb = ys[all_tasks, rows][idx_t].T  # (B, M)
-        for p in params:
-            p.grad = None
-        loss = ((pop(xb)[..., 0] - yb) ** 2).mean(0)  # (M,)
+        loss = ((forward(xb) - yb) ** 2).mean(0)  # (M,)
         bad = ~torch.isfinite(loss) | (loss > diverge_at)
-        torch.where(alive & ~bad, loss, torch.zeros_like(loss)).sum().backward()
-        grads = [torch.where(o, p.grad, 0.0) for p, o in zip(params, on)]
-        gn = sum(g.view(k, m, -1).pow(2).sum((0, 2)) for g, k in zip(grads, groups)).sqrt()
+        total = torch.where(alive & ~bad, loss, torch.zeros_like(loss)).sum()
+        grads = torch.autograd.grad(total, params)
+        g = torch.cat([gr.flatten() for gr in grads])[on]
+        gn = torch.zeros(m).index_add_(0, own, g * g).sqrt()
         bad |= ~torch.isfinite(gn)
         newly = alive & bad
         diverged[newly] = step
         alive &= ~bad
         train_loss[:, step - 1] = torch.where(alive, loss.detach(), math.inf)
         grad_norm[:, step - 1] = gn
-        scale = torch.where(alive, torch.clamp(norms_c / gn.clamp_min(1e-30), max=1.0), 0.0)
-        scale = torch.nan_to_num(scale, nan=0.0)
-        step_size = (lrs * alive).view(1, m, 1)
-        if optimizer == "adam":
-            step_size = step_size * (math.sqrt(1 - b2 ** step) / (1 - b1 ** step))
+        scale = torch.clamp(norms_c / gn.clamp_min(1e-30), max=1.0)
+        g = torch.where(alive[own], g * scale[own], 0.0)  # no NaN from the dead
+        if clip_v:
+            g = torch.maximum(torch.minimum(g, value_on), -value_on)
+        step_size = lr_on * alive[own]
         with torch.no_grad():
-            for p, g, k, (mo, ve) in zip(params, grads, groups, state):
-                g = (g.view(k, m, -1) * scale.view(1, m, 1))
-                if clip_v:
-                    c = values_c.view(1, m, 1)
-                    g = torch.maximum(torch.minimum(g, c), -c)
-                pv = p.view(k, m, -1)
-                if optimizer == "sgd":
-                    pv.sub_(step_size * g)
-                else:
-                    mv, vv = mo.view(k, m, -1), ve.view(k, m, -1)
-                    mv.mul_(b1).add_(g, alpha=1 - b1)
-                    vv.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    pv.sub_(step_size * mv / (vv.sqrt() + eps * math.sqrt(1 - b2 ** step)))
-                if newly.any():
-                    pv.masked_fill_(newly.view(1, m, 1), 0.0)
+            p_on = flat[on]
+            if optimizer == "sgd":
+                p_on -= step_size * g
+            else:
+                mo.mul_(b1).add_(g, alpha=1 - b1)
+                ve.mul_(b2).addcmul_(g, g, value=1 - b2)
+                c1, c2 = 1 - b1 ** step, math.sqrt(1 - b2 ** step)
+                p_on -= (step_size * (c2 / c1)) * mo / (ve.sqrt() + eps * c2)
+            if newly.any():
+                p_on.masked_fill_(newly[own], 0.0)
+            flat[on] = p_on
         if step % eval_every == 0 or step == steps:
             with torch.no_grad():
-                te = ((pop(xt)[..., 0] - yt) ** 2).mean(0)
+                te = ((forward(xt) - yt) ** 2).mean(0)
             evals.append(torch.where(alive, te, torch.full_like(te, math.inf)))
             eval_steps.append(step)
     return PopulationRun(torch.stack(evals, 1), eval_steps, train_loss, grad_norm, diverged)

@@ -107,3 +107,28 @@ def test_bad_input():
         train_population(pop, tasks, [0, 0], lr=[0.1, 0.1], steps=1, optimizer="rmsprop")
     with pytest.raises(ValueError, match="task_of"):
         train_population(pop, tasks, [0, 1], lr=[0.1, 0.1], steps=1, progress=False)
+
+
+def test_several_populations_train_as_one_loop_and_equal_each_alone():
+    tasks = [data.adding_problem(64, 6, seed=s) for s in range(2)]
+    parts = [_nets("tanh", 2, seed=4), _nets("lstm", 3, seed=5), _nets("gru", 1, seed=6)]
+    lrs, task_of = [0.01, 0.02, 0.03, 0.01, 0.05, 0.02], [0, 1, 1, 0, 1, 0]
+    clips = [math.inf, 0.5, 0.1, 1.0, math.inf, 0.2]
+    pops = [BlockRecurrent(*p) for p in parts]
+    run = train_population(pops, tasks, task_of, lr=lrs, steps=6, batch_size=8,
+                           clip_norm=clips, seed=2, progress=False)
+    assert run.test_loss.shape == (6, 1)
+    k = 0
+    for (nets, heads), pop in zip(parts, pops):
+        for j in range(len(nets)):
+            net, head = _alone(nets[j], heads[j], tasks[task_of[k]], task_of[k], 2,
+                               lr=lrs[k], steps=6, bs=8, seed=2, optimizer="adam",
+                               clip_norm=clips[k])
+            got_net, got_head = pop.member(j)
+            for a, b in zip(list(got_net.parameters()) + list(got_head.parameters()),
+                            list(net.parameters()) + list(head.parameters())):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+            k += 1
+    with pytest.raises(TypeError, match="BlockRecurrent"):
+        train_population([pops[0], nn.Linear(2, 2)], tasks, task_of[:2], lr=lrs[:2],
+                         steps=1, progress=False)
