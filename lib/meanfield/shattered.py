@@ -185,20 +185,24 @@ def log_norms(widths: Sequence[int], depths: Sequence[int], seeds: Sequence[int]
         raise ValueError("widths, depths and seeds must each hold at least one entry")
     x = torch.ones(n0, dtype=torch.float64)
     out: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+    deepest = max(depths)
     for n in widths:
         gens = [torch.Generator().manual_seed(_seeds.stream(s, f"log-norms-{n}"))
                 for s in seeds]
+        # per member: the first layer (n, n0), then every further layer at once
+        first = torch.stack([torch.randn(n, n0, generator=g, dtype=torch.float64)
+                             for g in gens]) * math.sqrt(2.0 / n0)
+        rest = torch.stack([torch.randn(deepest - 1, n, n, generator=g,
+                                        dtype=torch.float64) for g in gens]) \
+            * math.sqrt(2.0 / n)
         h = x.expand(len(seeds), n0)
         t = torch.zeros(len(seeds), n0, dtype=torch.float64)
         t[:, 0] = 1.0
-        fan_in = n0
-        for layer in range(1, max(depths) + 1):
-            w = torch.stack([torch.randn(n, fan_in, generator=g, dtype=torch.float64)
-                             for g in gens]) * math.sqrt(2.0 / fan_in)
+        for layer in range(1, deepest + 1):
+            w = first if layer == 1 else rest[:, layer - 2]
             z = torch.bmm(w, h[:, :, None])[..., 0]
             act = (z > 0).double()
             h, t = z * act, torch.bmm(w, t[:, :, None])[..., 0] * act
-            fan_in = n
             if layer in depths:
                 scale = n0 / n
                 out[n, layer] = (torch.log((h * h).sum(1) / n0 * scale),
