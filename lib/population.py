@@ -249,9 +249,9 @@ def train(build: Callable[[int], nn.Module] | Mapping[str, Callable[[int], nn.Mo
         seeds: the members' seeds (e.g. :func:`lib.seeds.member_seeds`); also
             seed each member's minibatches, as ``lib.training.train(seed=)``.
         lrs: one learning rate or a grid; every arm is trained at every rate.
-        steps, optimizer, momentum, weight_decay, batch_size, clip_norm, eval_every,
-            clip_value: as :func:`lib.training.train` (``momentum`` is refused with
-            Adam; clipping by norm first, then by value, as there).
+        steps, optimizer, momentum, weight_decay, batch_size, clip_norm, clip_value, eval_every: as
+            :func:`lib.training.train` (``momentum`` is refused with Adam; clipping
+            by norm first, then by value, as there).
         eval_train: also record loss and accuracy on the whole training set.
         probe_every: record ``probes`` at step 1 and every ``probe_every``
             steps (0: never); see :data:`PROBES`.

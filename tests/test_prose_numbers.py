@@ -282,3 +282,15 @@ def test_a_papers_reported_column_may_quote_it(tmp_path: Path) -> None:
     bad = offending_numbers(page)
     # the paper's numbers pass; ours in the next column and after the table do not
     assert [tok for _, tok, _ in bad] == ["6.2", "20", "7.5"], bad
+
+
+#: ``{glue:text}`page.md::key``` with no ``:format``: myst-nb splits the
+#: reference at its last colon, so the key becomes ``page.md:`` and the build
+#: fails with "No key found" (the cross-page form needs a format).
+_CROSS_PAGE_NO_FORMAT = re.compile(r"\{glue:[a-z]+\}`[^`:]+\.md::[^`:]+`")
+
+
+@pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
+def test_cross_page_glue_names_a_format(page: Path) -> None:
+    bad = _CROSS_PAGE_NO_FORMAT.findall(page.read_text(encoding="utf-8"))
+    assert not bad, f"{page.name}: cross-page glue needs `page.md::key:fmt`: {bad}"
