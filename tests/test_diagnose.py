@@ -193,3 +193,12 @@ def test_a_user_error_in_the_model_even_system_exit_is_a_model_error():
 
     with pytest.raises(dg.ModelError, match="SystemExit"):
         dg.diagnose_model(Quits(), torch.randn(3, 2), torch.randint(0, 2, (3,)))
+
+
+@pytest.mark.parametrize("kw, exc", [({"channels": 0}, ValueError), ({"channels": 2.5}, TypeError),
+                                     ({"channels": True}, TypeError), ({"classes": 1}, ValueError)])
+def test_small_cnn_refuses_bad_sizes(kw, exc):
+    from lib.diagnose.examples import SmallCNN
+
+    with pytest.raises(exc, match=next(iter(kw))):
+        SmallCNN(**kw)

@@ -15,7 +15,7 @@ from lib import data as _data
 from lib import networks as _networks
 from lib import seeds as _seeds
 from lib import training as _training
-from lib._checks import check_seed
+from lib._checks import check_int, check_seed
 
 __all__ = ["SmallCNN", "examples", "sigmoid_stack", "exploding_init", "dead_relu",
            "saturated_tanh", "small_cnn", "healthy_mlp"]
@@ -29,6 +29,8 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(self, channels: int = 8, classes: int = 10) -> None:
+        channels = check_int(channels, "channels", ge=1)
+        classes = check_int(classes, "classes", ge=2)
         super().__init__()
         self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
         self.act1 = nn.ReLU()
