@@ -439,7 +439,8 @@ def predict(activation: str, scheme: str, width: int, depth: int, *, input_var: 
     pre, m2, d2 = np.empty(depth), np.empty(depth), np.empty(depth)
     prev_m2 = float(input_var)
     for layer in range(depth):
-        pre[layer] = width * vw * prev_m2
+        # Python floats: an overflow is inf (checked next), not a numpy warning
+        pre[layer] = width * float(vw) * float(prev_m2)
         if not math.isfinite(pre[layer]):
             raise ValueError(f"predict: the forward variance overflows float64 at layer "
                              f"{layer + 1}; use fewer layers or a smaller weight variance")
