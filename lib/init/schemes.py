@@ -1,37 +1,6 @@
-r"""Weight initialisers and the variance theory that predicts what they do.
+"""The initialiser registry: :class:`Scheme`, :data:`SCHEMES`, :func:`apply`, :func:`lsuv`.
 
-Two halves:
-
-* :func:`apply` re-initialises every weight layer of a model with a named scheme
-  from the registry :data:`SCHEMES` (``default``, ``xavier_uniform``,
-  ``xavier_normal``, ``he``/``he_fan_in``, ``he_fan_out``, ``he_uniform``,
-  ``orthogonal``, ``normal``, ``zeros``, ``constant``), and :func:`lsuv` does
-  the data-dependent LSUV initialisation. Each :class:`Scheme` keeps its three
-  facts together: how it fills a weight, the variance :math:`\operatorname{Var}[w]`
-  that fill has, and its parameters with their defaults.
-* :func:`predict` propagates variances through a deep stack with the mean-field
-  recursions of Glorot & Bengio (2010) and He et al. (2015):
-
-  .. math::
-
-      q_l = n \operatorname{Var}[w]\, \mathbb{E}[f(z)^2], \quad z \sim N(0, q_{l-1})
-      \qquad \text{(forward)}
-
-      g_l = n \operatorname{Var}[w]\, \mathbb{E}[f'(z)^2]\, g_{l+1}
-      \qquad \text{(backward)}
-
-  with the Gaussian expectations computed by :func:`gaussian_moments`, a
-  midpoint rule on a fine grid (not Gauss–Hermite quadrature: the kink of
-  ReLU-like functions at 0 would cost Gauss–Hermite its accuracy, while a grid
-  with 0 on a cell boundary integrates each smooth piece separately).
-
-He initialisation takes the activation's *gain* (:func:`gain`): the factor
-:math:`a` in :math:`\operatorname{Var}[w] = a^2 / n` that keeps the forward
-variance constant through that activation. The default is ReLU's
-:math:`a = \sqrt 2`, the case He et al. derived; ``nonlinearity=`` selects
-another activation's gain (``init.apply(model, "he", nonlinearity="tanh")``),
-and ``networks.mlp(..., init="he", init_params={"nonlinearity": "auto"})``
-uses the network's own activation.
+Part of :mod:`lib.init` (see there); import from ``lib.init``.
 """
 from __future__ import annotations
 
@@ -40,7 +9,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -48,8 +16,7 @@ from lib import activations as _acts
 from lib import seeds as _seeds
 from lib._checks import check_int, check_model_input, check_number, check_seed
 
-__all__ = ["Scheme", "SCHEMES", "schemes", "gain", "weight_variance", "apply", "lsuv",
-           "weight_layers", "gaussian_moments", "predict", "Prediction", "steps_to_loss"]
+__all__ = ["Scheme", "SCHEMES", "schemes", "gain", "weight_variance", "apply", "lsuv", "weight_layers"]
 
 Filler = Callable[[Tensor, dict[str, Any], "torch.Generator | None"], None]
 
@@ -171,6 +138,8 @@ def gain(nonlinearity: str, **activation_params: Any) -> float:
         return float(nn.init.calculate_gain("leaky_relu", p["init"]))
     if act.name == "rrelu" and "lower" in p and "upper" in p:
         return float(nn.init.calculate_gain("leaky_relu", (p["lower"] + p["upper"]) / 2))
+    from lib.init.theory import gaussian_moments  # theory imports this module
+
     _, m2, _ = gaussian_moments(act, 1.0)
     return 1.0 / math.sqrt(m2)
 
@@ -348,128 +317,6 @@ def lsuv(model: nn.Module, x: Tensor, *, tol: float = 0.05, max_iter: int = 10,
 
 
 #: The fewest midpoint cells :func:`gaussian_moments` accepts (error ~1e-3 there).
-MIN_CELLS = 200
-
-
-def gaussian_moments(activation: str | _acts.Activation, q: float, *, cells: int = 24000,
-                     **activation_params: Any) -> tuple[float, float, float]:
-    r"""The Gaussian moments :math:`(\mathbb{E}[f(z)], \mathbb{E}[f(z)^2], \mathbb{E}[f'(z)^2])`
-    for :math:`z \sim N(0, q)`.
-
-    .. math::
-
-        \mathbb{E}[g(z)] = \int g(\sqrt q\, u)\, \varphi(u)\, du
-        \approx \sum_{k=1}^{K} w_k\, g(\sqrt q\, u_k),
-        \qquad u_k = -12 + (k - \tfrac12) h,\quad h = 24 / K,
-
-    the midpoint rule over :math:`\pm 12` standard deviations with weights
-    :math:`w_k \propto \varphi(u_k)` normalised to sum to 1. ``cells`` (:math:`K`)
-    must be even, so that 0 falls on a cell boundary: the kink of ReLU-like
-    functions and the jump of their derivative at 0 then cost no accuracy.
-
-    Args:
-        activation: a name from :func:`lib.activations.names` or an Activation.
-        q: the variance, a finite number >= 0 (``q = 0`` gives the values at 0).
-        cells: an even number of cells, at least :data:`MIN_CELLS`.
-    """
-    act = _acts.get(activation, **activation_params)
-    q = check_number(q, "variance q", ge=0, float32=False)
-    cells = check_int(cells, "cells", ge=MIN_CELLS)
-    if cells % 2:
-        raise ValueError(f"cells must be even (0 on a cell boundary), got {cells}")
-    if q == 0:
-        z0 = torch.zeros(1, dtype=torch.float64)
-        return (float(act.forward(z0)), float(act.forward(z0) ** 2), float(act.derivative(z0) ** 2))
-    h = 24.0 / cells
-    u = torch.arange(cells, dtype=torch.float64) * h - 12.0 + h / 2  # standard-normal midpoints
-    w = torch.exp(-0.5 * u * u) * h / math.sqrt(2 * math.pi)
-    w = w / w.sum()
-    z = u * math.sqrt(q)
-    f = act.forward(z)
-    d = act.derivative(z)
-    return float(w @ f), float(w @ f**2), float(w @ d**2)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Mean-field prediction for a stack of ``depth`` equal-width layers.
-
-    ``pre_var[l]``: Var of the pre-activation of hidden layer l+1 (forward).
-    ``act_second_moment[l]``: E[f(z)^2] of that layer's activations.
-    ``grad_var[l]``: Var of dL/d(pre-activation) of layer l+1, relative to the last layer.
-    ``weight_grad_sq[l]``: ||dL/dW||^2 of layer l+1, relative to the last layer, *for one
-    example* (the outer product of that example's backward signal and input). A batch's
-    weight gradient sums these with signs that partly cancel, unevenly across layers, so
-    batch weight-gradient norms need not follow it; batch norms of dL/d(output), i.e.
-    ``grad_var``, do.
-    """
-
-    pre_var: np.ndarray
-    act_second_moment: np.ndarray
-    grad_var: np.ndarray
-    weight_grad_sq: np.ndarray
-
-
-def predict(activation: str, scheme: str, width: int, depth: int, *, input_var: float = 1.0,
-            activation_params: dict[str, Any] | None = None,
-            scheme_params: dict[str, Any] | None = None) -> Prediction:
-    r"""Forward and backward variance, layer by layer, for square layers of ``width``.
-
-    .. math::
-
-        q_1 = n \sigma_w^2 q_0, \qquad
-        q_{l+1} = n \sigma_w^2\, \mathbb{E}[f(z_l)^2], \qquad
-        g_l = g_{l+1}\, n \sigma_w^2\, \mathbb{E}[f'(z_l)^2], \quad g_L = 1,
-
-    with :math:`\sigma_w^2` = :func:`weight_variance` and :math:`q_0` = ``input_var``.
-
-    The input to layer 1 has per-coordinate second moment ``input_var``; biases
-    are zero. The recursion ignores finite-width fluctuations, which grow with
-    depth / width, so compare it with measurements on wide layers. It does not
-    describe PyTorch's default ``nn.Linear`` init as a whole: its nonzero biases
-    (variance ``1/(3 fan_in)``) put a floor under the forward variance once the
-    weights have shrunk it, which this zero-bias recursion leaves out.
-    """
-    width = check_int(width, "width", ge=1)
-    depth = check_int(depth, "depth", ge=1)
-    input_var = check_number(input_var, "input_var", gt=0, float32=False)
-    ap = activation_params or {}
-    _acts.get(activation, **ap)  # validate early
-    vw = weight_variance(scheme, width, width, **(scheme_params or {}))
-    pre, m2, d2 = np.empty(depth), np.empty(depth), np.empty(depth)
-    prev_m2 = float(input_var)
-    for layer in range(depth):
-        # Python floats: an overflow is inf (checked next), not a numpy warning
-        pre[layer] = width * float(vw) * float(prev_m2)
-        if not math.isfinite(pre[layer]):
-            raise ValueError(f"predict: the forward variance overflows float64 at layer "
-                             f"{layer + 1}; use fewer layers or a smaller weight variance")
-        _, m2[layer], d2[layer] = gaussian_moments(activation, float(pre[layer]), **ap)
-        prev_m2 = m2[layer]
-    grad = np.empty(depth)
-    grad[-1] = 1.0
-    for layer in range(depth - 2, -1, -1):
-        grad[layer] = grad[layer + 1] * width * vw * d2[layer]
-    inputs_m2 = np.concatenate([[input_var], m2[:-1]])
-    wgrad = grad * inputs_m2
-    return Prediction(pre, m2, grad, wgrad / wgrad[-1])
-
-
-def steps_to_loss(loss: Any, threshold: float, *, window: int = 5) -> np.ndarray:
-    """Training time: per run, the first step at which the mean loss of the last
-    ``window`` steps is at most ``threshold`` (steps count from 1), ``inf`` if
-    never. ``loss`` is (runs, steps), e.g. a stacked run's minibatch losses; a
-    NaN (diverged) step counts as never below.
-    """
-    arr = np.asarray(loss, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"loss must be 2-D (runs, steps), got shape {arr.shape}")
-    threshold = check_number(threshold, "threshold")
-    window = check_int(window, "window", ge=1, le=max(arr.shape[1], 1))
-    windows = np.lib.stride_tricks.sliding_window_view(arr, window, axis=1)
-    hit = np.nan_to_num(windows.mean(-1), nan=np.inf) <= threshold
-    return np.where(hit.any(1), hit.argmax(1) + window, np.inf).astype(np.float64)
-
 
 def _scheme_table() -> str:
     rows = [f"* ``{s.name}``: :math:`\\operatorname{{Var}}[w] = {s.formula}`"
