@@ -185,7 +185,7 @@ def test_mlp_population():
     x = torch.randn(7, 5)
     assert net(x).shape == (2, 7, 4)
     w = net.weights[1]
-    assert abs(float(w.std()) - math.sqrt(2 / 16)) < 0.1
+    assert abs(float(w.detach().std()) - math.sqrt(2 / 16)) < 0.1
     again = arch.MLPPopulation(3, 8, in_features=5, out_features=4, seeds=[0, 1])
     assert torch.equal(net(x), again(x))
     with pytest.raises(ValueError, match="activation"):
