@@ -128,12 +128,8 @@ class BlockRecurrent(nn.Module):
                 ow[k * o:(k + 1) * o, k * h:(k + 1) * h] = k
                 ob[k * o:(k + 1) * o] = k
             ids["head.weight"], ids["head.bias"] = ow, ob
-        # owner[i] = member that owns weight i, or M for an off-block weight (kept at 0);
-        # every parameter's rows come in (gate, member, row) order, so a view
-        # (gates, M, -1) puts each member's rows in one slice.
+        # owner[i] = member that owns weight i, or M for an off-block weight (kept at 0)
         self._owner = [ids[n] for n, _ in self.named_parameters()]
-        self._on = [o < m for o in self._owner]
-        self._groups = [g if n.startswith("rnn.") else 1 for n, _ in self.named_parameters()]
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[2:] != (self.members,
@@ -188,7 +184,8 @@ class PopulationRun:
         return first.min(1).values
 
 
-def _flatten_on_block(pops: Sequence[BlockRecurrent]) -> tuple[list[Tensor], Tensor, Tensor]:
+def _flatten_on_block(pops: Sequence[BlockRecurrent]
+                      ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
     """Make every parameter of ``pops`` a view of one flat buffer.
 
     Returns the parameters, the flat buffer, and for each on-block weight its
