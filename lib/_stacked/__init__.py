@@ -28,6 +28,11 @@ from lib._stacked.keys import _ELEMENTWISE, _RANDOM, _act_key, _acts_of, _mlp_ok
 from lib.data import Dataset
 
 
+def _per_member(v: Tensor, like: Tensor) -> Tensor:
+    """``v`` (one value per member, shape (K,)) viewed to broadcast over ``like`` (K, ...)."""
+    return v.view(-1, *[1] * (like.dim() - 1))
+
+
 class _Group:
     def __init__(self, idx: list[int], models: list[nn.Module], lrs: list[float],
                  cfg: _training.Config) -> None:
@@ -177,7 +182,7 @@ class _Group:
         with torch.no_grad():
             # A diverged member keeps its last finite weights, as train stops before the step.
             grads = [torch.zeros_like(p) if p.grad is None else p.grad if all_alive
-                     else p.grad.masked_fill_(~mask.view(-1, *[1] * (p.dim() - 1)), 0.0)
+                     else p.grad.masked_fill_(~_per_member(mask, p), 0.0)
                      for p in params]
             # Per member, the norm over all its gradient entries (as clip_grad_norm_).
             total = torch.cat([g.flatten(1) for g in grads], 1).norm(dim=1).double()
@@ -185,7 +190,7 @@ class _Group:
             if cfg.clip_norm is not None:
                 coef = (cfg.clip_norm / (total + 1e-6)).clamp(max=1.0)
                 for g in grads:
-                    g.mul_(coef.to(g.dtype).view(-1, *[1] * (g.dim() - 1)))
+                    g.mul_(_per_member(coef.to(g.dtype), g))
             if cfg.clip_value is not None:  # after the norm, as lib.training.train
                 for g in grads:
                     g.clamp_(-cfg.clip_value, cfg.clip_value)
@@ -211,8 +216,7 @@ class _Group:
         lr = lr64.to(params[0].dtype)
         if cfg.optimizer == "sgd" and not cfg.momentum and not cfg.weight_decay:
             # Plain SGD, all tensors in two fused calls: p <- p - lr_k * g.
-            views = {d: lr.view(-1, *[1] * (d - 1)) for d in {p.dim() for p in params}}
-            steps = torch._foreach_mul(grads, [views[p.dim()] for p in params])
+            steps = torch._foreach_mul(grads, [_per_member(lr, p) for p in params])
             torch._foreach_sub_(params, steps)
             return
         if cfg.optimizer == "adam":
@@ -231,20 +235,18 @@ class _Group:
             torch._foreach_div_(denom, math.sqrt(1 - b2 ** self.t))
             torch._foreach_add_(denom, 1e-8)
             step = lr / (1 - b1 ** self.t)
-            sviews = {d: step.view(-1, *[1] * (d - 1)) for d in {p.dim() for p in params}}
-            upd = torch._foreach_mul(ms, [sviews[p.dim()] for p in params])
+            upd = torch._foreach_mul(ms, [_per_member(step, p) for p in params])
             torch._foreach_div_(upd, denom)
             torch._foreach_sub_(params, upd)
             return
         for i, (p, g) in enumerate(zip(params, grads)):  # SGD with momentum/weight decay
-            shape = (-1, *[1] * (p.dim() - 1))
             if cfg.weight_decay:
                 g = g.add(p, alpha=cfg.weight_decay)
             if cfg.momentum:
                 vs = self.state.setdefault("v", [None] * len(params))  # type: ignore[list-item]
                 vs[i] = g.clone() if vs[i] is None else vs[i].mul_(cfg.momentum).add_(g)
                 g = vs[i]
-            p.sub_(lr.view(shape) * g)
+            p.sub_(_per_member(lr, p) * g)
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor, loss_fn: Any, classes: int) -> tuple[Tensor, Tensor]:
