@@ -6,7 +6,9 @@ edit that broke it. This test reads the pages' code statically: a key glued
 as a literal (``glue("ch4_x", ...)``), through an f-string
 (``glue(f"ch2_hr_{n}_{d}", ...)``, any text where the braces are), or by
 :func:`lib.notebook.glue_summary` (``key`` and ``key_s``) counts as produced.
-Cross-page references (``page.md::key``) are checked against that page.
+Cross-page references (``page.md::key:fmt``) are checked against that page,
+and must name a format: without one myst-nb splits the reference at its last
+colon, reads the key as ``page.md:`` and the strict build fails.
 """
 from __future__ import annotations
 
@@ -50,15 +52,18 @@ def _pages() -> list[Path]:
 
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
 def test_every_glue_reference_has_a_producer(page: Path) -> None:
-    missing = []
+    missing, no_format = [], []
     for ref in _REF.findall(page.read_text(encoding="utf-8")):
         if "::" in ref:
             other, key = ref.split("::", 1)
+            if ":" not in key:
+                no_format.append(ref)
             key = key.rsplit(":", 1)[0] if ":" in key else key
         else:
             other, key = page.name, ref.split(":", 1)[0]
         if not (BOOK / other).is_file() or not _known(other, key):
             missing.append(ref)
+    assert not no_format, f"{page.name}: cross-page glue needs `page.md::key:fmt`: {no_format}"
     assert not missing, f"{page.name}: glue references nobody produces: {missing}"
 
 
