@@ -35,8 +35,9 @@ uses the network's own activation.
 """
 from __future__ import annotations
 
+from lib.init.moments import gaussian_moments
 from lib.init.schemes import SCHEMES, Scheme, apply, gain, lsuv, schemes, weight_layers, weight_variance
-from lib.init.theory import Prediction, gaussian_moments, predict, steps_to_loss
+from lib.init.theory import Prediction, predict, steps_to_loss
 
 __all__ = ["Scheme", "SCHEMES", "schemes", "gain", "weight_variance", "apply", "lsuv",
            "weight_layers", "gaussian_moments", "predict", "Prediction", "steps_to_loss"]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from lib import activations as _acts
 from lib import seeds as _seeds
 from lib._checks import check_int, check_model_input, check_number, check_seed
+from lib.init.moments import gaussian_moments
 
 __all__ = ["Scheme", "SCHEMES", "schemes", "gain", "weight_variance", "apply", "lsuv", "weight_layers"]
 
@@ -138,8 +139,6 @@ def gain(nonlinearity: str, **activation_params: Any) -> float:
         return float(nn.init.calculate_gain("leaky_relu", p["init"]))
     if act.name == "rrelu" and "lower" in p and "upper" in p:
         return float(nn.init.calculate_gain("leaky_relu", (p["lower"] + p["upper"]) / 2))
-    from lib.init.theory import gaussian_moments  # theory imports this module
-
     _, m2, _ = gaussian_moments(act, 1.0)
     return 1.0 / math.sqrt(m2)
 
