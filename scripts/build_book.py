@@ -14,6 +14,12 @@ Jupyter Book's own ``build`` command with ``jobs`` set, plus two adjustments:
   would warn and fall back to one process. Both are safe for HTML: the first
   only acts on the LaTeX builder, the second renumbers sections in the main
   process after all pages are read. They are declared safe here.
+* pybtex's ``find_plugin`` looks its plugin up among the installed
+  packages' entry points on every call, and sphinxcontrib-bibtex calls it
+  once per citation while resolving references, serially in the main
+  process: 31 ms a call, 4 s for the book's 125 citations (profiled). The
+  answer depends only on the arguments and the installed packages, so it is
+  memoised for the build.
 * Sphinx splits the pages into ``jobs`` fixed chunks in alphabetical order,
   so one process would get chapters 1-8 and the other the light pages. Here
   each page is its own chunk and the heaviest (largest source) start first,
@@ -64,6 +70,14 @@ def _cost(docname: str) -> int:
     return 0
 
 
+def _memoise_pybtex_plugins() -> None:
+    import pybtex.plugin
+
+    find = pybtex.plugin.find_plugin
+    if not hasattr(find, "cache_info"):
+        pybtex.plugin.find_plugin = functools.lru_cache(maxsize=None)(find)
+
+
 def balanced_chunks(docnames: Sequence[str], nproc: int, maxbatch: int = 10) -> list[list[str]]:
     """One page per chunk, heaviest first.
 
@@ -108,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in UNDECLARED:
         _declare_parallel_safe(name)
+    _memoise_pybtex_plugins()
     import sphinx.builders
 
     sphinx.builders.make_chunks = balanced_chunks  # type: ignore[assignment]

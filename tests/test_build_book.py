@@ -33,3 +33,19 @@ def test_every_page_once_heaviest_started_first(pages):
 def test_autodoc_pages_weigh_more_than_their_source(pages):
     assert build_book._cost("api") > 3 * build_book.AUTOMODULE_COST - 1
     assert build_book._cost("missing") == 0
+
+
+def test_pybtex_plugin_lookup_is_memoised_and_unchanged(monkeypatch):
+    import pybtex.plugin
+
+    original = pybtex.plugin.find_plugin
+    monkeypatch.setattr(pybtex.plugin, "find_plugin", original)
+    expected = original("pybtex.backends", "plaintext")
+    build_book._memoise_pybtex_plugins()
+    find = pybtex.plugin.find_plugin
+    assert find is not original and find.cache_info().currsize == 0
+    assert find("pybtex.backends", "plaintext") is expected
+    assert find("pybtex.backends", "plaintext") is expected
+    assert find.cache_info().hits == 1
+    build_book._memoise_pybtex_plugins()  # idempotent: no cache around a cache
+    assert pybtex.plugin.find_plugin is find
