@@ -59,7 +59,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Summary", "Comparison", "summary", "compare", "sign_test", "VERDICTS"]
+__all__ = ["Summary", "Comparison", "summary", "compare", "sign_test", "best_setting",
+           "VERDICTS"]
 
 #: The machine-readable verdicts of :func:`compare`.
 VERDICTS = ("a", "b", "none")
@@ -164,6 +165,43 @@ def summary(values: Sequence[float], *, method: str = "bootstrap", level: float 
     k_hi = int(math.ceil((1 + level) / 2 * (n_boot - 1)))
     return Summary(median, float(medians[k_lo]), float(medians[k_hi]), int(arr.size),
                    "bootstrap", level)
+
+
+def best_setting(values: Any, *, higher_is_better: bool = False) -> int:
+    """Index of the best setting (row) of per-seed ``values``, shape ``(settings, seeds)``.
+
+    The best setting is the one at which the most seeds *got there* (a finite
+    value; a diverged run or one that never reached a target is ``inf``, or
+    NaN), and among those the best median over seeds; ties go to the first
+    row. Ranking by the median alone would pick a learning rate that is fast
+    on most seeds but loses some to divergence; a fair rate for an arm is
+    one it can rely on.
+
+    Examples:
+        >>> best_setting([[9, 10, float("inf")], [14, 15, 16]])  # steps to a target
+        1
+        >>> best_setting([[0.9, 0.8], [0.7, 0.95]], higher_is_better=True)
+        0
+    """
+    if not isinstance(higher_is_better, (bool, np.bool_)):
+        raise TypeError(f"higher_is_better must be True or False, got {higher_is_better!r}")
+    if isinstance(values, (str, bytes)) or values is None:
+        raise TypeError(f"values must be an array of numbers, got {type(values).__name__}")
+    try:
+        arr = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values,
+                         dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError("values must be an array of real numbers") from None
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError("values must be two-dimensional, (settings, seeds), with at least "
+                         f"one of each; got shape {arr.shape}")
+    finite = np.isfinite(arr)
+    worst = -np.inf if higher_is_better else np.inf
+    med = np.median(np.where(finite, arr, worst), axis=1)
+    if higher_is_better:
+        med = -med
+    keys = [(-int(n), float(m), i) for i, (n, m) in enumerate(zip(finite.sum(1), med))]
+    return min(keys)[2]
 
 
 def sign_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, int, int]:

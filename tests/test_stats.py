@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +104,44 @@ def test_infinite_values_are_usable():
 def test_bad_input_names_the_argument(call, exc, word):
     with pytest.raises(exc, match=word):
         call()
+
+
+# --- best_setting: the fair rate of an arm ---------------------------------
+
+def test_best_setting_prefers_the_rate_that_loses_no_seed():
+    inf = np.inf
+    # row 0 is faster on the median (11 vs 15) but loses two of eight seeds
+    t = [[inf, 9, 10, 10, 12, 22, 9, inf], [14, 15, 16, 15, 15, 14, 17, 15]]
+    assert int(np.argmin(np.median(t, 1))) == 0
+    assert stats.best_setting(t) == 1
+    assert stats.best_setting([[1.0, np.nan], [3.0, 4.0]]) == 1  # NaN = failed
+
+
+def test_best_setting_is_the_best_median_when_every_seed_gets_there():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(5, 7))
+    assert stats.best_setting(v) == int(np.argmin(np.median(v, 1)))
+    assert stats.best_setting(v, higher_is_better=True) == int(np.argmax(np.median(v, 1)))
+    assert stats.best_setting(torch.tensor(v)) == stats.best_setting(v)
+
+
+def test_best_setting_ties_and_all_failed_go_to_the_first_row():
+    assert stats.best_setting([[2.0, 2.0], [2.0, 2.0]]) == 0
+    assert stats.best_setting(np.full((3, 4), np.inf)) == 0
+    # fewer failures beats a better median of the survivors
+    assert stats.best_setting([[np.inf, np.inf, 1.0], [np.inf, 5.0, 6.0]]) == 1
+
+
+@pytest.mark.parametrize("bad, exc", [
+    ("fast", TypeError), (None, TypeError), ([[object()]], TypeError),
+    ([1.0, 2.0], ValueError), (np.zeros((0, 3)), ValueError), (np.zeros((2, 0)), ValueError),
+    (np.zeros((2, 2, 2)), ValueError),
+])
+def test_best_setting_rejects_bad_input(bad, exc):
+    with pytest.raises(exc, match="values"):
+        stats.best_setting(bad)
+
+
+def test_best_setting_rejects_a_non_bool_direction():
+    with pytest.raises(TypeError, match="higher_is_better"):
+        stats.best_setting([[1.0]], higher_is_better="yes")
