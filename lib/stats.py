@@ -67,15 +67,21 @@ VERDICTS = ("a", "b", "none")
 _METHODS = ("bootstrap", "iqr")
 
 
+def _float_array(values: Any, name: str, kind: str) -> np.ndarray:
+    """``values`` (numbers, a numpy array or a tensor) as float64, or a TypeError
+    naming ``name`` as "``kind`` of numbers" (e.g. "a sequence")."""
+    if isinstance(values, (str, bytes)) or values is None:
+        raise TypeError(f"{name} must be {kind} of numbers, got {type(values).__name__}")
+    try:
+        return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values,
+                          dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {kind} of real numbers") from None
+
+
 def _values(values: Any, name: str) -> np.ndarray:
     """``values`` as a 1-D float64 array, or a clear error naming ``name``."""
-    if isinstance(values, (str, bytes)) or values is None:
-        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
-    try:
-        arr = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values,
-                         dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a sequence of real numbers") from None
+    arr = _float_array(values, name, "a sequence")
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional (one value per seed), "
                          f"got shape {arr.shape}")
@@ -185,13 +191,7 @@ def best_setting(values: Any, *, higher_is_better: bool = False) -> int:
     """
     if not isinstance(higher_is_better, (bool, np.bool_)):
         raise TypeError(f"higher_is_better must be True or False, got {higher_is_better!r}")
-    if isinstance(values, (str, bytes)) or values is None:
-        raise TypeError(f"values must be an array of numbers, got {type(values).__name__}")
-    try:
-        arr = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values,
-                         dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError("values must be an array of real numbers") from None
+    arr = _float_array(values, "values", "an array")
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError("values must be two-dimensional, (settings, seeds), with at least "
                          f"one of each; got shape {arr.shape}")
