@@ -22,7 +22,7 @@ def test_setup_sets_one_thread_the_style_and_returns_the_base_seed(monkeypatch):
     assert notebook.setup() == seeds.DEFAULT_BASE_SEED
     assert torch.get_num_threads() == notebook.THREADS == 1
     for key, value in plots.HOUSE_STYLE.items():
-        assert mpl.rcParams[key] == (list(value) if isinstance(value, tuple) else value), key
+        assert mpl.rcParams[key] == mpl.rcParams.validate[key](value), key
     monkeypatch.setenv(seeds.ENV_VAR, "7")
     assert notebook.setup() == 7
 
@@ -52,3 +52,26 @@ def test_importing_plots_changes_no_matplotlib_state():
 def test_bad_input_names_the_argument(kw, exc):
     with pytest.raises(exc, match=next(iter(kw))):
         notebook.setup(**kw)
+
+
+def test_in_a_kernel_figures_are_shown_as_laid_out_not_cropped_tight():
+    """The inline PNG is the whole laid-out figure (figsize x dpi), not a tight crop."""
+    import struct
+
+    import matplotlib.pyplot as plt
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.kernel = object()  # what setup looks for: a shell inside a kernel
+        notebook.setup()
+        fig, _ = plots.new_figure(width=4.0, height=2.0)
+        fig.axes[0].plot([0, 1], [0, 1])
+        data, _ = shell.display_formatter.format(fig)
+        png = data["image/png"]
+        png = png if isinstance(png, bytes) else __import__("base64").b64decode(png)
+        width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
+        assert (width, height) == (round(4.0 * fig.dpi), round(2.0 * fig.dpi))
+        plt.close(fig)
+    finally:
+        InteractiveShell.clear_instance()
