@@ -22,8 +22,14 @@ Jupyter Book's own ``build`` command with ``jobs`` set, plus two adjustments:
   memoised for the build.
 * Sphinx splits the pages into ``jobs`` fixed chunks in alphabetical order,
   so one process would get chapters 1-8 and the other the light pages. Here
-  each page is its own chunk and the heaviest (largest source) start first,
-  so the cores stay busy until the end.
+  each page is its own chunk and the slowest start first (longest job
+  first), so the cores stay busy until the end. A page's expected time is
+  how long it took to read (execute) in the last build on this machine,
+  kept in ``.cache/page-seconds/`` (a scheduling hint only: every page is
+  still executed afresh); a page with no record is estimated from its
+  source size. Source size alone is a poor guide: chapters 7 and 9 are
+  half the size of chapter 2 and run longer, so by size they started
+  late and one core finished about 4 s after the other.
 
 Every build executes every notebook afresh (``execute_notebooks: force`` in
 ``_config.yml``; the Makefile also clears ``_build`` first).
@@ -55,19 +61,75 @@ def _declare_parallel_safe(module_name: str) -> None:
 
 #: What one ``automodule`` directive weighs in :func:`_cost`, in bytes of
 #: notebook source: the API page (18 of them, 3 kB of source) reads in about
-#: 10 s, as long as a 40 kB chapter executes, so by size alone it would start
+#: 5 s, as long as a 40 kB chapter executes, so by size alone it would start
 #: last and keep one core busy after the other has finished.
 AUTOMODULE_COST = 2500
+#: Bytes of page source read (executed) per second, for a page with no record:
+#: the chapters range from 3 to 8 kB/s on a two-core CPU (measured).
+SOURCE_BYTES_PER_SECOND = 6000
+#: Where each page's reading time in the last build is recorded, one file per page.
+TIMES_DIR = ".cache/page-seconds"
 
 
-def _cost(docname: str) -> int:
-    """Expected reading time of a page, in bytes of source (bigger = slower)."""
+def _times_file(docname: str) -> Path:
+    return ROOT / TIMES_DIR / (docname.replace("/", "__") + ".txt")
+
+
+def _recorded_seconds(docname: str) -> float | None:
+    try:
+        seconds = float(_times_file(docname).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return seconds if 0 <= seconds < 3600 else None
+
+
+def _cost(docname: str) -> float:
+    """Expected reading time of a page in seconds (bigger = slower).
+
+    The page's time in the last build when recorded, else an estimate from
+    its source size (and its ``automodule`` directives); 0 for a missing page.
+    """
+    recorded = _recorded_seconds(docname)
+    if recorded is not None:
+        return recorded
     for suffix in (".md", ".ipynb", ".rst"):
         path = ROOT / f"{docname}{suffix}"
         if path.is_file():
             text = path.read_text(encoding="utf-8", errors="replace")
-            return len(text.encode()) + AUTOMODULE_COST * text.count("automodule::")
-    return 0
+            size = len(text.encode()) + AUTOMODULE_COST * text.count("automodule::")
+            return size / SOURCE_BYTES_PER_SECOND
+    return 0.0
+
+
+def _record_read_times() -> None:
+    """Wrap Sphinx's ``Builder.read_doc`` to record each page's reading time.
+
+    It runs in the worker process that reads the page; each page has its own
+    file, written whole then renamed, so two workers never write one file.
+    """
+    import time
+
+    from sphinx.builders import Builder
+
+    read_doc = Builder.read_doc
+    if getattr(read_doc, "_records_times", False):
+        return
+
+    @functools.wraps(read_doc)
+    def timed(self: Any, docname: str, *args: Any, **kwargs: Any) -> None:
+        start = time.perf_counter()
+        read_doc(self, docname, *args, **kwargs)
+        path = _times_file(docname)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(f"{time.perf_counter() - start:.3f}\n", encoding="utf-8")
+            tmp.replace(path)
+        except OSError:  # a read-only checkout: schedule by size next time
+            pass
+
+    timed._records_times = True  # type: ignore[attr-defined]
+    Builder.read_doc = timed  # type: ignore[method-assign]
 
 
 def _memoise_pybtex_plugins() -> None:
@@ -79,7 +141,7 @@ def _memoise_pybtex_plugins() -> None:
 
 
 def balanced_chunks(docnames: Sequence[str], nproc: int, maxbatch: int = 10) -> list[list[str]]:
-    """One page per chunk, heaviest first.
+    """One page per chunk, slowest (:func:`_cost`) first.
 
     Sphinx starts the first ``nproc`` chunks at once and then takes waiting
     chunks last-in first-out (``ParallelTasks`` pops its waiting dict), so the
@@ -123,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in UNDECLARED:
         _declare_parallel_safe(name)
     _memoise_pybtex_plugins()
+    _record_read_times()
     import sphinx.builders
 
     sphinx.builders.make_chunks = balanced_chunks  # type: ignore[assignment]

@@ -31,8 +31,31 @@ def test_every_page_once_heaviest_started_first(pages):
 
 
 def test_autodoc_pages_weigh_more_than_their_source(pages):
-    assert build_book._cost("api") > 3 * build_book.AUTOMODULE_COST - 1
+    per_second = build_book.SOURCE_BYTES_PER_SECOND
+    assert build_book._cost("api") * per_second > 3 * build_book.AUTOMODULE_COST - 1
     assert build_book._cost("missing") == 0
+
+
+def test_a_recorded_time_outranks_the_size_estimate(pages):
+    assert build_book._cost("tiny") < build_book._cost("big")
+    path = build_book._times_file("tiny")
+    path.parent.mkdir(parents=True)
+    path.write_text("42.5\n")
+    assert build_book._cost("tiny") == 42.5
+    assert build_book.balanced_chunks(pages, 2)[0] == ["tiny"]
+    for junk in ("not a number", "-1", "nan", "1e9"):
+        path.write_text(junk)
+        assert build_book._cost("tiny") < build_book._cost("big"), junk
+
+
+def test_reading_a_page_records_its_time(pages, monkeypatch):
+    from sphinx.builders import Builder
+
+    monkeypatch.setattr(Builder, "read_doc", lambda self, docname, **kw: None)
+    build_book._record_read_times()
+    Builder.read_doc(object(), "book/sub/page")
+    assert 0 <= build_book._recorded_seconds("book/sub/page") < 1
+    assert build_book._times_file("book/sub/page").name == "book__sub__page.txt"
 
 
 def test_pybtex_plugin_lookup_is_memoised_and_unchanged(monkeypatch):
