@@ -20,6 +20,12 @@ Jupyter Book's own ``build`` command with ``jobs`` set, plus two adjustments:
   process: 31 ms a call, 4 s for the book's 125 citations (profiled). The
   answer depends only on the arguments and the installed packages, so it is
   memoised for the build.
+* Sphinx writes the HTML in ``jobs - 1`` processes, because the main
+  process resolves each page's references before handing it over, and it
+  first writes one page (the alphabetically first, a chapter) alone, to
+  warm its template caches. With two jobs that left one writer, which the
+  main process kept waiting: here the pages are written in ``jobs``
+  processes, after the lightest page warms the caches.
 * Sphinx splits the pages into ``jobs`` fixed chunks in alphabetical order,
   so one process would get chapters 1-8 and the other the light pages. Here
   each page is its own chunk and the slowest start first (longest job
@@ -99,6 +105,24 @@ def _cost(docname: str) -> float:
             size = len(text.encode()) + AUTOMODULE_COST * text.count("automodule::")
             return size / SOURCE_BYTES_PER_SECOND
     return 0.0
+
+
+def _write_on_every_core() -> None:
+    """Sphinx's parallel writing with ``jobs`` writers, the lightest page written first."""
+    from sphinx.builders import Builder
+
+    write_parallel = Builder._write_parallel
+    if getattr(write_parallel, "_on_every_core", False):
+        return
+
+    @functools.wraps(write_parallel)
+    def on_every_core(self: Any, docnames: Sequence[str], nproc: int) -> None:
+        # the first page is resolved and written in the main process alone
+        ordered = sorted(docnames, key=_cost)
+        write_parallel(self, ordered, max(nproc, self.app.parallel))
+
+    on_every_core._on_every_core = True  # type: ignore[attr-defined]
+    Builder._write_parallel = on_every_core  # type: ignore[method-assign]
 
 
 def _record_read_times() -> None:
@@ -186,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         _declare_parallel_safe(name)
     _memoise_pybtex_plugins()
     _record_read_times()
+    _write_on_every_core()
     import sphinx.builders
 
     sphinx.builders.make_chunks = balanced_chunks  # type: ignore[assignment]
@@ -204,4 +229,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Every file is written and every worker and kernel has exited by now;
+    # tearing the interpreter down (freeing Sphinx's environment, every
+    # doctree and module) would take another second, for nothing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
