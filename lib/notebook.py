@@ -80,7 +80,7 @@ def _inline_figures_as_laid_out() -> None:
     """
     try:
         from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency of the book
+    except ImportError:  # pragma: no cover - lib runs without IPython (scripts)
         return
     shell = get_ipython()
     if shell is None or not hasattr(shell, "kernel"):
@@ -93,7 +93,7 @@ def _inline_figures_as_laid_out() -> None:
     # Updated in place (assigning the trait fires a deprecated traitlets hook),
     # so a backend activated later (configure_inline_support) reads it too.
     config.print_figure_kwargs.update(bbox_inches=None)
-    select_figure_formats(shell, config.figure_formats, bbox_inches=None)
+    select_figure_formats(shell, config.figure_formats, **config.print_figure_kwargs)
 
 
 def glue_summary(key: str, values: Any, fmt: str) -> Any:

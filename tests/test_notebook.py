@@ -56,10 +56,12 @@ def test_bad_input_names_the_argument(kw, exc):
 
 def test_in_a_kernel_figures_are_shown_as_laid_out_not_cropped_tight():
     """The inline PNG is the whole laid-out figure (figsize x dpi), not a tight crop."""
+    import base64
     import struct
 
     import matplotlib.pyplot as plt
     from IPython.core.interactiveshell import InteractiveShell
+    from matplotlib_inline.config import InlineBackend
 
     shell = InteractiveShell.instance()
     try:
@@ -69,9 +71,10 @@ def test_in_a_kernel_figures_are_shown_as_laid_out_not_cropped_tight():
         fig.axes[0].plot([0, 1], [0, 1])
         data, _ = shell.display_formatter.format(fig)
         png = data["image/png"]
-        png = png if isinstance(png, bytes) else __import__("base64").b64decode(png)
+        png = png if isinstance(png, bytes) else base64.b64decode(png)
         width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
         assert (width, height) == (round(4.0 * fig.dpi), round(2.0 * fig.dpi))
         plt.close(fig)
     finally:
+        InlineBackend.clear_instance()  # setup configured it for this shell
         InteractiveShell.clear_instance()
