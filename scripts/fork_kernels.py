@@ -1,0 +1,258 @@
+"""Start the book build's notebook kernels by forking one that has imported torch.
+
+    python scripts/fork_kernels.py serve SOCKET [DIR [MODULES]]  (by build_book.py)
+    python scripts/fork_kernels.py launch SOCKET -f CONNECTION_FILE
+                                                     (a kernel spec's argv)
+
+Every chapter's kernel imports torch, numpy and matplotlib before its first
+cell does any work: about 3 s of CPU per kernel on a two-core CPU, 13 times
+per build, the largest single cost of ``make book`` after the experiments.
+The server imports them once (with ipykernel) and forks a fresh process for
+each kernel the build starts, so every notebook still runs every cell afresh
+in its own process; only the imports are shared, copy-on-write. This is
+``multiprocessing``'s forkserver with preloaded modules, for Jupyter kernels.
+
+``launch`` is what Jupyter starts as "the kernel": a small process that
+hands its connection file, working directory, environment and standard
+streams to the server, forwards every signal Jupyter sends (interrupt,
+terminate) to the forked kernel, and exits when the kernel does. If it dies,
+the kernel notices (their socket closes) and exits too. When the server is
+not there, refuses (an environment variable that the preloaded modules read
+at import differs), or anything else goes wrong, ``launch`` becomes an
+ordinary ``ipykernel`` kernel, so a build never depends on the server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Sequence
+
+#: Variables Jupyter sets for each kernel it starts. Any other difference
+#: between a kernel's environment and the server's (a variable a preloaded
+#: module may have read at import) makes the launcher start an ordinary kernel.
+PER_KERNEL_PREFIXES = ("JPY_", "IPY_")
+#: Signals Jupyter may send a kernel (interrupt, shutdown, kill request).
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2)
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+#: The server's pid: a forked kernel leaving :func:`serve` must not clean up.
+_SERVER_PID = [os.getpid()]
+
+
+def _shared_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the per-kernel variables, with ipykernel's matplotlib default."""
+    shared = {k: v for k, v in env.items() if not k.startswith(PER_KERNEL_PREFIXES)}
+    if not shared.get("MPLBACKEND"):
+        shared["MPLBACKEND"] = INLINE_BACKEND
+    return shared
+
+
+def _log(message: str) -> None:
+    """Append to the file named by ``GF_FORK_KERNELS_LOG`` (for debugging), if set."""
+    where = os.environ.get("GF_FORK_KERNELS_LOG")
+    if where:
+        with open(where, "a", encoding="utf-8") as log:
+            log.write(f"{os.getpid()} {message}\n")
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _run_kernel(conn: socket.socket, request: dict, fds: list[int]) -> int:
+    """In the forked child: run the kernel; its exit code (any failure exits at once)."""
+    try:
+        _become_kernel(conn, request, fds)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except BaseException:  # noqa: BLE001 - never fall back into the server's loop
+        os._exit(1)
+    return 0
+
+
+def _become_kernel(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """Take the launcher's streams, place and environment; run ipykernel until it exits."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+        os.close(fd)
+    fds.clear()  # now the kernel's 0, 1, 2: not the server's to close
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.setsid()
+    conn.sendall(f"{os.getpid()}\n".encode())
+
+    import threading
+
+    def exit_with_launcher() -> None:
+        # the launcher never writes again: EOF means it has gone (even by SIGKILL)
+        try:
+            while conn.recv(1):
+                pass
+        except OSError:  # closed here, as the kernel exits
+            return
+        os._exit(1)
+
+    threading.Thread(target=exit_with_launcher, name="launcher-watch", daemon=True).start()
+    # as ipykernel_launcher does: no script directory on sys.path (IPython adds cwd back)
+    sys.path[:] = [p for p in sys.path if p != os.path.dirname(os.path.abspath(__file__))]
+    argv = list(request["argv"])
+    # ipykernel reads JPY_PARENT_PID when it is imported, here before the request came
+    if request["env"].get("JPY_PARENT_PID", "").isdigit():
+        argv.append(f"--IPKernelApp.parent_handle={request['env']['JPY_PARENT_PID']}")
+    sys.argv = ["ipykernel_launcher", *argv]
+    from ipykernel import kernelapp
+
+    kernelapp.launch_new_instance(argv=argv)
+
+
+def serve(path: str, cleanup: str | None = None, preload: Sequence[str] = ()) -> int:
+    """Bind first (launchers wait in the backlog), preload, then fork a kernel per request.
+
+    Runs until its standard input closes; then removes ``cleanup`` (the
+    directory holding the socket and the kernel spec), if given.
+    """
+    try:
+        return _serve(path, preload)
+    finally:
+        if cleanup and os.getpid() == _SERVER_PID[0]:
+            import shutil
+
+            shutil.rmtree(cleanup, ignore_errors=True)
+
+
+def _preload(modules: Sequence[str]) -> None:
+    """Import what every kernel imports, then what the notebooks import (``a.b`` or ``a:b``).
+
+    ``a:b`` stands for ``from a import b``: ``a.b`` is imported when it is a
+    submodule. A module that fails to import is left to the kernel, which
+    then fails (or not) as it would have without the server.
+    """
+    import importlib
+    import importlib.util
+
+    os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)  # what the kernel would set
+    for name in ("numpy", "torch", "matplotlib", "matplotlib.pyplot", "ipykernel.kernelapp"):
+        importlib.import_module(name)
+    for name in modules:
+        package, _, member = name.partition(":")
+        try:
+            importlib.import_module(package)
+            if member and importlib.util.find_spec(f"{package}.{member}") is not None:
+                importlib.import_module(f"{package}.{member}")
+        except Exception:  # noqa: BLE001 - the kernel meets it again, as without the server
+            pass
+    # matplotlib builds its mathtext grammar on first use in each process
+    # (0.2 s) and keeps it on the class: build it once here
+    from matplotlib import mathtext
+
+    mathtext.MathTextParser("path").parse("$x$")
+
+
+def _serve(path: str, preload: Sequence[str]) -> int:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    server_env = _shared_env(dict(os.environ))
+    _preload(preload)
+    # Forking a process with a second (native) thread can deadlock the child.
+    usable = _threads() == 1
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    import select
+
+    while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in ready and not sys.stdin.buffer.read1(1 << 16):
+            return 0  # the build has exited
+        if listener not in ready:
+            continue
+        conn, _ = listener.accept()
+        fds: list[int] = []
+        try:
+            msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            while not msg.endswith(b"\n"):
+                more = conn.recv(1 << 20)
+                if not more:
+                    break
+                msg += more
+            request = json.loads(msg)
+            differs = sorted(set(_shared_env(request["env"]).items()) ^ set(server_env.items()))
+            if not usable or differs or len(fds) != 3:
+                _log(f"refused: threads={_threads()} fds={len(fds)} env differs in "
+                     f"{sorted({k for k, _ in differs})}")
+                conn.sendall(b"no\n")
+                continue
+            _log(f"forking a kernel for {request['cwd']}")
+            if os.fork() == 0:
+                listener.close()
+                return _run_kernel(conn, request, fds)  # the child leaves the loop
+        except (OSError, ValueError, KeyError):
+            pass
+        finally:
+            conn.close()
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _ordinary_kernel(argv: list[str]) -> None:
+    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *argv])
+
+
+def launch(path: str, argv: list[str]) -> int:
+    """Ask the server for a kernel; forward signals to it until it exits."""
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
+        socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+        reply = b""
+        while not reply.endswith(b"\n"):
+            more = conn.recv(64)
+            if not more:
+                break
+            reply += more
+        pid = int(reply)  # "no" or a broken reply: ValueError
+    except (OSError, ValueError):
+        _ordinary_kernel(argv)
+        return 1  # not reached
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    while True:
+        try:
+            if not conn.recv(1):
+                return 0
+        except InterruptedError:
+            continue
+        except OSError:
+            return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "serve":
+        cleanup = argv[2] if len(argv) > 2 else None
+        return serve(argv[1], cleanup, argv[3].split(",") if len(argv) > 3 else ())
+    if len(argv) >= 2 and argv[0] == "launch":
+        return launch(argv[1], argv[2:])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
