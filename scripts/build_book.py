@@ -40,8 +40,8 @@ Jupyter Book's own ``build`` command with ``jobs`` set, plus two adjustments:
 * Each notebook's kernel is forked from one process that has imported
   torch, numpy, matplotlib and ipykernel (``scripts/fork_kernels.py``),
   instead of importing them itself: about 2.5 s of CPU saved per notebook.
-  ``GF_FORK_KERNELS=0`` starts ordinary kernels; so does every kernel whose
-  environment differs from the build's in a variable those imports read.
+  ``GF_FORK_KERNELS=0`` (or a system other than Linux) starts ordinary
+  kernels; so does every kernel whose environment differs from the build's.
 
 Every build executes every notebook afresh (``execute_notebooks: force`` in
 ``_config.yml``; the Makefile also clears ``_build`` first).
@@ -242,8 +242,9 @@ def _fork_kernels() -> None:
     import subprocess
     import tempfile
 
-    if (os.environ.get("GF_FORK_KERNELS", "1") == "0" or not hasattr(os, "fork")
-            or not hasattr(__import__("socket"), "AF_UNIX")):
+    # Linux only: the server counts its threads in /proc before it forks, and
+    # macOS does not allow forking a process that has used some system libraries.
+    if os.environ.get("GF_FORK_KERNELS", "1") == "0" or not sys.platform.startswith("linux"):
         return
     where = Path(tempfile.mkdtemp(prefix="gf-kernels-"))
     sock = where / "server.sock"
