@@ -79,6 +79,7 @@ def _run_kernel(conn: socket.socket, request: dict, fds: list[int]) -> int:
 def _become_kernel(conn: socket.socket, request: dict, fds: list[int]) -> None:
     """Take the launcher's streams, place and environment; run ipykernel until it exits."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
         os.close(fd)
@@ -91,16 +92,24 @@ def _become_kernel(conn: socket.socket, request: dict, fds: list[int]) -> None:
 
     import threading
 
-    def exit_with_launcher() -> None:
-        # the launcher never writes again: EOF means it has gone (even by SIGKILL)
-        try:
-            while conn.recv(1):
-                pass
-        except OSError:  # closed here, as the kernel exits
-            return
+    server = os.getppid()
+
+    def exit_with_launcher_or_server() -> None:
+        # The launcher never writes again: EOF means it has gone (even by
+        # SIGKILL). A new parent means the server has gone, with the build.
+        conn.settimeout(1.0)
+        while os.getppid() == server:
+            try:
+                if not conn.recv(1):
+                    break
+            except TimeoutError:
+                continue
+            except OSError:  # closed here, as the kernel exits
+                return
         os._exit(1)
 
-    threading.Thread(target=exit_with_launcher, name="launcher-watch", daemon=True).start()
+    threading.Thread(target=exit_with_launcher_or_server, name="launcher-watch",
+                     daemon=True).start()
     # as ipykernel_launcher does: no script directory on sys.path (IPython adds cwd back)
     sys.path[:] = [p for p in sys.path if p != os.path.dirname(os.path.abspath(__file__))]
     argv = list(request["argv"])
@@ -157,6 +166,9 @@ def _preload(modules: Sequence[str]) -> None:
 
 
 def _serve(path: str, preload: Sequence[str]) -> int:
+    # Ctrl-C in the terminal reaches the whole build: the server ends with the
+    # build (its input closes), not with a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)

@@ -30,10 +30,8 @@ def _write_spec(where: Path, sock: Path) -> None:
         "display_name": "Python 3", "language": "python"}))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _start_server(where: Path):
     """A server preloading PRELOADED, with this test's environment plus its JUPYTER_PATH."""
-    where = tmp_path_factory.mktemp("kernels")
     sock = where / "server.sock"
     _write_spec(where, sock)
     # as the build's kernels: no MPLBACKEND (conftest sets Agg for the unit tests)
@@ -45,6 +43,12 @@ def server(tmp_path_factory):
         if sock.exists():
             break
         time.sleep(0.05)
+    return proc, env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, env = _start_server(tmp_path_factory.mktemp("kernels"))
     yield proc, env
     proc.stdin.close()
     proc.wait(timeout=10)
@@ -176,6 +180,23 @@ def test_the_kernel_exits_with_its_launcher(server):
     finally:
         kc.stop_channels()
         km.cleanup_resources()
+
+
+def test_the_kernel_exits_with_the_server(tmp_path):
+    proc, env = _start_server(tmp_path)
+    km, kc = _kernel(env)
+    try:
+        ppid, pid, _ = _probe(kc)
+        assert ppid == proc.pid
+        proc.kill()  # the build died: nothing closes the server's input politely
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def test_shutdown_leaves_no_kernel_behind(server):
