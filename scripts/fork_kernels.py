@@ -137,32 +137,41 @@ def serve(path: str, cleanup: str | None = None, preload: Sequence[str] = ()) ->
             shutil.rmtree(cleanup, ignore_errors=True)
 
 
-def _preload(modules: Sequence[str]) -> None:
-    """Import what every kernel imports, then what the notebooks import (``a.b`` or ``a:b``).
+#: What every chapter's kernel imports, loaded before the server serves.
+CORE = ("numpy", "torch", "matplotlib", "matplotlib.pyplot", "ipykernel.kernelapp")
 
-    ``a:b`` stands for ``from a import b``: ``a.b`` is imported when it is a
-    submodule. A module that fails to import is left to the kernel, which
-    then fails (or not) as it would have without the server.
-    """
+
+def _preload_core() -> None:
     import importlib
-    import importlib.util
 
     os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)  # what the kernel would set
-    for name in ("numpy", "torch", "matplotlib", "matplotlib.pyplot", "ipykernel.kernelapp"):
+    for name in CORE:
         importlib.import_module(name)
-    for name in modules:
-        package, _, member = name.partition(":")
-        try:
-            importlib.import_module(package)
-            if member and importlib.util.find_spec(f"{package}.{member}") is not None:
-                importlib.import_module(f"{package}.{member}")
-        except Exception:  # noqa: BLE001 - the kernel meets it again, as without the server
-            pass
     # matplotlib builds its mathtext grammar on first use in each process
     # (0.2 s) and keeps it on the class: build it once here
     from matplotlib import mathtext
 
     mathtext.MathTextParser("path").parse("$x$")
+
+
+def _import(name: str) -> None:
+    """Import ``a.b``, or for ``a:b`` (``from a import b``) ``a`` and, if a submodule, ``a.b``.
+
+    A module that fails to import is left to the kernel, which then fails
+    (or not) as it would have without the server.
+    """
+    import importlib
+    import importlib.util
+
+    package, _, member = name.partition(":")
+    try:
+        importlib.import_module(package)
+        if member and importlib.util.find_spec(f"{package}.{member}") is not None:
+            importlib.import_module(f"{package}.{member}")
+    except Exception as exc:  # noqa: BLE001 - the kernel meets it again, as without the server
+        _log(f"not preloaded: {name} ({type(exc).__name__})")
+    else:
+        _log(f"preloaded {name}")
 
 
 def _serve(path: str, preload: Sequence[str]) -> int:
@@ -173,14 +182,23 @@ def _serve(path: str, preload: Sequence[str]) -> int:
     listener.bind(path)
     listener.listen(64)
     server_env = _shared_env(dict(os.environ))
-    _preload(preload)
+    _preload_core()
     # Forking a process with a second (native) thread can deadlock the child.
     usable = _threads() == 1
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     import select
 
+    # The notebooks' own imports are loaded one at a time whenever no kernel
+    # is asked for, so the first kernels do not wait for them (a kernel forked
+    # before one is loaded imports it itself).
+    pending = list(preload)
     while True:
-        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        idle = 0 if pending and usable else None
+        ready, _, _ = select.select([listener, sys.stdin], [], [], idle)
+        if not ready:
+            _import(pending.pop(0))
+            usable = _threads() == 1
+            continue
         if sys.stdin in ready and not sys.stdin.buffer.read1(1 << 16):
             return 0  # the build has exited
         if listener not in ready:

@@ -36,11 +36,14 @@ def _start_server(where: Path):
     _write_spec(where, sock)
     # as the build's kernels: no MPLBACKEND (conftest sets Agg for the unit tests)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    env.update(JUPYTER_PATH=str(where), OMP_NUM_THREADS="1")
+    log = where / "server.log"
+    env.update(JUPYTER_PATH=str(where), OMP_NUM_THREADS="1", GF_FORK_KERNELS_LOG=str(log))
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "serve", str(sock), "", PRELOADED],
                             stdin=subprocess.PIPE, env=env)
-    for _ in range(100):
-        if sock.exists():
+    # the notebooks' imports load when the server is idle: wait for PRELOADED
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and f"preloaded {PRELOADED}" in log.read_text():
             break
         time.sleep(0.05)
     return proc, env
