@@ -179,8 +179,13 @@ def _serve(path: str, preload: Sequence[str]) -> int:
     # build (its input closes), not with a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
+    try:
+        listener.bind(path)  # fails e.g. when the path is too long for a socket
+        listener.listen(64)
+    except OSError as exc:
+        print(f"fork_kernels: cannot listen on {path} ({exc}); kernels start as usual",
+              file=sys.stderr)
+        return 1
     server_env = _shared_env(dict(os.environ))
     _preload_core()
     # Forking a process with a second (native) thread can deadlock the child.

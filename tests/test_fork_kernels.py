@@ -237,3 +237,11 @@ def test_book_imports_lists_top_level_code_cell_imports(tmp_path):
         "```\n")
     assert build_book.book_imports(tmp_path) == [
         "numpy", "torch", "lib:data", "lib:networks", "myst_nb:glue"]
+
+
+def test_a_socket_it_cannot_bind_ends_the_server_with_one_line(tmp_path):
+    too_long = tmp_path / ("x" * 120) / "s.sock"  # beyond AF_UNIX's 108 bytes
+    proc = subprocess.run([sys.executable, str(SCRIPT), "serve", str(too_long), "", ""],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "kernels start as usual" in proc.stderr
