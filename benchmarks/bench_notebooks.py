@@ -77,7 +77,7 @@ def build_page_seconds(nb: Path) -> float | None:
     import build_book
 
     docname = nb.relative_to(ROOT).with_suffix("").as_posix()
-    return build_book._recorded_seconds(docname)
+    return build_book.recorded_seconds(docname)
 
 
 def clean_book_build() -> tuple[float, int]:

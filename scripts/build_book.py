@@ -38,8 +38,9 @@ Jupyter Book's own ``build`` command with ``jobs`` set, plus two adjustments:
   late and one core finished about 4 s after the other.
 
 * Each notebook's kernel is forked from one process that has imported
-  torch, numpy, matplotlib and ipykernel (``scripts/fork_kernels.py``),
-  instead of importing them itself: about 2.5 s of CPU saved per notebook.
+  torch, numpy, matplotlib, ipykernel and what the notebooks import
+  (``scripts/fork_kernels.py``), instead of importing them itself: about
+  2.5 s of CPU saved per notebook.
   ``GF_FORK_KERNELS=0`` (or a system other than Linux) starts ordinary
   kernels; so does every kernel whose environment differs from the build's.
 
@@ -88,7 +89,7 @@ def _times_file(docname: str) -> Path:
     return ROOT / TIMES_DIR / (docname.replace("/", "__") + ".txt")
 
 
-def _recorded_seconds(docname: str) -> float | None:
+def recorded_seconds(docname: str) -> float | None:
     try:
         seconds = float(_times_file(docname).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -102,7 +103,7 @@ def _cost(docname: str) -> float:
     The page's time in the last build when recorded, else an estimate from
     its source size (and its ``automodule`` directives); 0 for a missing page.
     """
-    recorded = _recorded_seconds(docname)
+    recorded = recorded_seconds(docname)
     if recorded is not None:
         return recorded
     for suffix in (".md", ".ipynb", ".rst"):
@@ -222,8 +223,9 @@ def book_imports(book: Path) -> list[str]:
             for package, grouped, names, modules in _TOP_IMPORT.findall(cell):
                 if package:
                     for name in (grouped or names).split(","):
-                        name = name.split()[0] if name.split() else ""
-                        found[f"{package}:{name}" if name.isidentifier() else package] = None
+                        words = name.split()  # "b" or "b as c"
+                        member = words[0] if words else ""
+                        found[f"{package}:{member}" if member.isidentifier() else package] = None
                 else:  # import a.b as c, d
                     found.update((m.split()[0], None) for m in modules.split(",") if m.split())
     return list(found)

@@ -17,8 +17,9 @@ hands its connection file, working directory, environment and standard
 streams to the server, forwards every signal Jupyter sends (interrupt,
 terminate) to the forked kernel, and exits when the kernel does. If it dies,
 the kernel notices (their socket closes) and exits too. When the server is
-not there, refuses (an environment variable that the preloaded modules read
-at import differs), or anything else goes wrong, ``launch`` becomes an
+not there, refuses (the kernel's environment differs from the server's in
+more than Jupyter's per-kernel variables, so a preloaded module may have read
+another value at import), or anything else goes wrong, ``launch`` becomes an
 ordinary ``ipykernel`` kernel, so a build never depends on the server.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 #: The server's pid: a forked kernel leaving :func:`serve` must not clean up.
-_SERVER_PID = [os.getpid()]
+_SERVER_PID = os.getpid()
 
 
 def _shared_env(env: dict[str, str]) -> dict[str, str]:
@@ -56,6 +57,16 @@ def _log(message: str) -> None:
     if where:
         with open(where, "a", encoding="utf-8") as log:
             log.write(f"{os.getpid()} {message}\n")
+
+
+def _read_line(conn: socket.socket, data: bytes = b"") -> bytes:
+    """``data`` and what follows on ``conn`` up to a newline (or the end)."""
+    while not data.endswith(b"\n"):
+        more = conn.recv(1 << 16)
+        if not more:
+            break
+        data += more
+    return data
 
 
 def _threads() -> int:
@@ -131,7 +142,7 @@ def serve(path: str, cleanup: str | None = None, preload: Sequence[str] = ()) ->
     try:
         return _serve(path, preload)
     finally:
-        if cleanup and os.getpid() == _SERVER_PID[0]:
+        if cleanup and os.getpid() == _SERVER_PID:
             import shutil
 
             shutil.rmtree(cleanup, ignore_errors=True)
@@ -165,8 +176,10 @@ def _import(name: str) -> None:
 
     package, _, member = name.partition(":")
     try:
-        importlib.import_module(package)
-        if member and importlib.util.find_spec(f"{package}.{member}") is not None:
+        module = importlib.import_module(package)
+        # only a package has submodules (find_spec raises on a module's names)
+        if (member and hasattr(module, "__path__")
+                and importlib.util.find_spec(f"{package}.{member}") is not None):
             importlib.import_module(f"{package}.{member}")
     except Exception as exc:  # noqa: BLE001 - the kernel meets it again, as without the server
         _log(f"not preloaded: {name} ({type(exc).__name__})")
@@ -190,7 +203,7 @@ def _serve(path: str, preload: Sequence[str]) -> int:
     _preload_core()
     # Forking a process with a second (native) thread can deadlock the child.
     usable = _threads() == 1
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the system reaps exited kernels
     import select
 
     # The notebooks' own imports are loaded one at a time whenever no kernel
@@ -212,12 +225,7 @@ def _serve(path: str, preload: Sequence[str]) -> int:
         fds: list[int] = []
         try:
             msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-            while not msg.endswith(b"\n"):
-                more = conn.recv(1 << 20)
-                if not more:
-                    break
-                msg += more
-            request = json.loads(msg)
+            request = json.loads(_read_line(conn, msg))
             differs = sorted(set(_shared_env(request["env"]).items()) ^ set(server_env.items()))
             if not usable or differs or len(fds) != 3:
                 _log(f"refused: threads={_threads()} fds={len(fds)} env differs in "
@@ -250,13 +258,7 @@ def launch(path: str, argv: list[str]) -> int:
         conn.connect(path)
         request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
         socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
-        reply = b""
-        while not reply.endswith(b"\n"):
-            more = conn.recv(64)
-            if not more:
-                break
-            reply += more
-        pid = int(reply)  # "no" or a broken reply: ValueError
+        pid = int(_read_line(conn))  # "no" or a broken reply: ValueError
     except (OSError, ValueError):
         _ordinary_kernel(argv)
         return 1  # not reached
@@ -282,7 +284,8 @@ def launch(path: str, argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "serve":
         cleanup = argv[2] if len(argv) > 2 else None
-        return serve(argv[1], cleanup, argv[3].split(",") if len(argv) > 3 else ())
+        preload = [m for m in argv[3].split(",") if m] if len(argv) > 3 else []
+        return serve(argv[1], cleanup, preload)
     if len(argv) >= 2 and argv[0] == "launch":
         return launch(argv[1], argv[2:])
     print(__doc__, file=sys.stderr)

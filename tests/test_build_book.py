@@ -54,7 +54,7 @@ def test_reading_a_page_records_its_time(pages, monkeypatch):
     monkeypatch.setattr(Builder, "read_doc", lambda self, docname, **kw: None)
     build_book._record_read_times()
     Builder.read_doc(object(), "book/sub/page")
-    assert 0 <= build_book._recorded_seconds("book/sub/page") < 1
+    assert 0 <= build_book.recorded_seconds("book/sub/page") < 1
     assert build_book._times_file("book/sub/page").name == "book__sub__page.txt"
 
 

@@ -169,6 +169,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
 def test_the_kernel_exits_with_its_launcher(server):
     proc, env = server
     km, kc = _kernel(env)
@@ -176,10 +183,7 @@ def test_the_kernel_exits_with_its_launcher(server):
         ppid, pid, _ = _probe(kc)
         assert ppid == proc.pid
         km.provisioner.process.kill()  # SIGKILL: nothing can be forwarded
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(pid)
+        assert _gone_within(pid, 10)
     finally:
         kc.stop_channels()
         km.cleanup_resources()
@@ -193,10 +197,7 @@ def test_the_kernel_exits_with_the_server(tmp_path):
         assert ppid == proc.pid
         proc.kill()  # the build died: nothing closes the server's input politely
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(pid)
+        assert _gone_within(pid, 10)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
@@ -208,10 +209,7 @@ def test_shutdown_leaves_no_kernel_behind(server):
     _, pid, _ = _probe(kc)
     kc.stop_channels()
     km.shutdown_kernel(now=False)
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(pid)
+    assert _gone_within(pid, 10)
 
 
 def test_the_server_exits_and_cleans_up_when_its_input_closes(tmp_path):
