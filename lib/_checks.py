@@ -37,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["FLOAT32_MAX", "check_bool", "check_int", "check_number", "check_choice",
-           "check_seed", "check_tensor", "check_model_input", "check_callable",
-           "default_loss"]
+           "check_seed", "SEED_MAX", "check_tensor", "check_model_input", "check_callable",
+           "check_loss", "default_loss"]
 
 #: The largest finite float32: a Python float above it becomes ``inf`` in a tensor.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -152,8 +152,16 @@ def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
     return value
 
 
+#: The largest seed torch's generators take (an unsigned 64-bit integer).
+SEED_MAX = 2**64 - 1
+
+
 def check_seed(value: Any, name: str = "seed", *, optional: bool = False) -> int | None:
-    """A seed: an integer >= 0 (numpy integers accepted); ``None`` if ``optional``."""
+    """A seed: any integer >= 0 (numpy integers accepted); ``None`` if ``optional``.
+
+    lib hashes seeds (:func:`lib.seeds.stream`) or reduces them modulo
+    :data:`SEED_MAX` + 1 before they reach a torch generator, which takes
+    64 bits only."""
     if value is None and optional:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -217,22 +225,48 @@ def check_tensor(value: Any, name: str, *, dtype: str | torch.dtype | Sequence[t
     return value
 
 
+_INPUT_LAYERS = (nn.Linear, nn.Bilinear, nn.RNNBase, nn.Embedding, nn.modules.conv._ConvNd)
+
+
 def _first_input_layer(model: nn.Module) -> nn.Module | None:
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Bilinear, nn.RNNBase, nn.Embedding,
-                          nn.modules.conv._ConvNd, nn.LazyLinear)):
+    """The layer ``model`` feeds its input to, where that can be known without running it.
+
+    ``model`` itself when it is such a layer; else, down a chain of
+    ``nn.Sequential`` containers (whose order is their forward order), the
+    first parameterised module. Any other container registers its children
+    in whatever order its author wrote them, which need not be the order its
+    forward calls them: there it returns ``None`` (no guess).
+    """
+    m = model
+    while True:
+        if isinstance(m, _INPUT_LAYERS):
             return m
-        if hasattr(m, "weight") and m is not model and isinstance(getattr(m, "weight"), Tensor):
-            # A layer with a weight we cannot read the input size from: stop guessing.
+        if not isinstance(m, nn.Sequential) or len(m) == 0:
             return None
-    return None
+        first = m[0]
+        if any(True for _ in first.parameters(recurse=False)) and not isinstance(first, _INPUT_LAYERS):
+            return None  # a layer we cannot read the input size from: stop guessing
+        if not any(True for _ in first.parameters()) and not isinstance(first, nn.Sequential):
+            return None  # a parameter-free first step (Flatten, a reshape): it changes x
+        m = first
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype every floating parameter of ``model`` has, if they agree."""
+    kinds = {p.dtype for p in model.parameters()
+             if p.is_floating_point() and not isinstance(p, nn.parameter.UninitializedParameter)}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 def check_model_input(model: nn.Module, x: Any, name: str = "x") -> Tensor:
     """``x`` if it can go into ``model``'s first layer: right dtype and feature count.
 
-    Reads the first parameterised layer in registration order (``Linear``,
-    ``Conv``, ``RNN``/``LSTM``/``GRU``, ``Embedding``): a Linear layer of
+    Reads the layer the input goes to (``Linear``, ``Conv``, ``RNN``/``LSTM``/
+    ``GRU``, ``Embedding``), where that is known without running the model:
+    the model itself, or the first layer of an ``nn.Sequential`` (see
+    :func:`_first_input_layer`; in any other module, registration order need
+    not be forward order, so only a floating ``x`` of another dtype than all
+    the model's floating parameters is refused there). A Linear layer of
     ``in_features`` needs ``x.shape[-1] == in_features``, a ConvNd of
     ``in_channels`` needs channels in dimension 1, an RNN needs ``input_size``
     in the last dimension; floating layers need ``x`` of the weight's dtype,
@@ -248,6 +282,10 @@ def check_model_input(model: nn.Module, x: Any, name: str = "x") -> Tensor:
     check_tensor(x, name, nonempty=True)
     first = _first_input_layer(model)
     if first is None:
+        dtype = _model_dtype(model)
+        if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+            raise TypeError(f"{name} must have the model's dtype {dtype}, got {x.dtype} "
+                            f"(convert with {name}.to({dtype}))")
         return x
     if isinstance(first, nn.Embedding):
         check_tensor(x, name, dtype="integer")
@@ -290,6 +328,27 @@ def check_callable(value: Any, name: str, *, optional: bool = False) -> Callable
         raise TypeError(f"{name} must be callable{' or None' if optional else ''}, "
                         f"got {type(value).__name__}")
     return value
+
+
+def check_loss(loss: Any, name: str = "loss") -> Tensor:
+    """``loss`` if backward can start from it: a real floating scalar in the graph.
+
+    Raises:
+        TypeError: not a tensor, or not a real floating dtype.
+        ValueError: more than one element (reduce it to a scalar), or no
+            gradient path to any parameter (it does not depend on them).
+    """
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"{name} must return a scalar torch.Tensor, got {type(loss).__name__}")
+    if not loss.is_floating_point():
+        raise TypeError(f"{name} must be a real floating-point scalar, got dtype {loss.dtype}")
+    if loss.numel() != 1:
+        raise ValueError(f"{name} must be a scalar (one element; reduce it with .mean() or "
+                         f".sum()), got shape {tuple(loss.shape)}")
+    if not loss.requires_grad:
+        raise ValueError(f"{name} does not depend on any parameter that requires a gradient "
+                         f"(no gradient can flow back from it)")
+    return loss
 
 
 def default_loss(out: Tensor, y: Tensor) -> Tensor:

@@ -108,5 +108,5 @@ def torch_seeded(seed: int) -> Iterator[None]:
 
     seed = _check_seed(seed)
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
+        torch.default_generator.manual_seed(seed % 2**64)  # torch takes 64 bits
         yield

@@ -73,23 +73,32 @@ class Moments:
         self.ss += squares
         return math.isfinite(s) and math.isfinite(squares)
 
-    def add_with_units(self, t: Tensor, nonnegative: bool = False) -> tuple[bool, Tensor]:
-        """Add ``t`` (batch, units, ...); returns (all finite, which units have a nonzero entry).
+    def add_with_units(self, t: Tensor, nonnegative: bool = False,
+                       unit_dim: int | None = None) -> tuple[bool, Tensor]:
+        """Add ``t``; returns (all finite, which units have a nonzero entry).
 
-        A unit with a nonzero sum has a nonzero entry; a zero sum means all zeros
-        when ``t`` is never negative, otherwise the units' extremes decide.
+        ``unit_dim`` is the dimension that indexes units (default: 1 of a
+        tensor with two or more dimensions, 0 of a vector); every other
+        dimension (batch, positions, sequence) is pooled. A unit with a
+        nonzero sum has a nonzero entry; a zero sum means all zeros when ``t``
+        is never negative, otherwise the units' extremes decide.
         """
         t = t.detach()
-        if t.dim() < 2:
-            return self.add(t), (t != 0).reshape(-1)[:1] if t.numel() else torch.zeros(0, dtype=torch.bool)
+        if t.dim() == 0:
+            return self.add(t), (t != 0).reshape(1)
+        if unit_dim is None:
+            unit_dim = 1 if t.dim() >= 2 else 0
         if t.dtype in (torch.float16, torch.bfloat16):
             t = t.float()
-        dims = [0] + list(range(2, t.dim()))
-        per_unit = t.sum(dim=dims)
+        dims = [d for d in range(t.dim()) if d != unit_dim]
+        per_unit = t.sum(dim=dims) if dims else t
         ok = self.add(t, total=per_unit.sum())
         alive = per_unit != 0  # a NaN sum counts as alive: the unit is not silent
         if not nonnegative and not bool(alive.all()):
-            alive = torch.logical_or(t.amax(dim=dims) != 0, t.amin(dim=dims) != 0)
+            if dims:
+                alive = torch.logical_or(t.amax(dim=dims) != 0, t.amin(dim=dims) != 0)
+            else:
+                alive = t != 0
         return ok, alive
 
     def finite(self) -> bool:

@@ -7,14 +7,29 @@ layers' affine weights and embeddings by their own rules.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from torch import nn
 
-__all__ = ["abbreviate", "role", "NORM_TYPES", "QUERY_NAMES", "KEY_NAMES"]
+__all__ = ["abbreviate", "role", "is_norm", "NORM_TYPES", "QUERY_NAMES", "KEY_NAMES"]
 
 NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
                                 nn.LocalResponseNorm, nn.RMSNorm)
+#: Class names of other libraries' normalisation layers: Hugging Face's
+#: ``LlamaRMSNorm``, ``T5LayerNorm``, ``MistralRMSNorm``..., apex's
+#: ``FusedLayerNorm``, Keras-style ``LayerNormalization``.
+_NORM_NAME = re.compile(r"(Norm|Normalization)(\d[dD])?$")
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a normalisation layer: one of :data:`NORM_TYPES`, or a
+    leaf module whose class name ends in ``Norm`` (``LlamaRMSNorm``, ``T5LayerNorm``,
+    ``FusedLayerNorm``...), as other libraries name theirs."""
+    if isinstance(module, NORM_TYPES):
+        return True
+    return bool(_NORM_NAME.search(type(module).__name__)) and not any(
+        True for _ in module.children())
 #: Last path segments of the modules that compute attention queries and keys.
 QUERY_NAMES = frozenset({"query", "q_proj", "q", "to_q", "wq", "q_lin", "query_proj"})
 KEY_NAMES = frozenset({"key", "k_proj", "k", "to_k", "wk", "k_lin", "key_proj"})
@@ -54,7 +69,7 @@ def role(module_name: str, module: nn.Module, param_name: str) -> str:
     'bias', 'weight' or 'bare' (a parameter of a module that also has children,
     like a ViT's ``cls_token``)."""
     last = module_name.rsplit(".", 1)[-1]
-    if isinstance(module, NORM_TYPES):
+    if is_norm(module):
         return "norm"
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "embedding"

@@ -49,8 +49,30 @@ class _Slot:
         self.feeds_norm = False
         self.nonfinite = False
         self.nonfinite_at: int | None = None  # forward call index of the first NaN/Inf output
-        self.time_grads: list[Tensor] = []
+        # dL/dx_t norms per forward pass and call: {pass: {call: (steps,)}}; a
+        # layer called step by step (a decoder loop) has one call per step
+        self.time_parts: dict[int, dict[int, Tensor]] = {}
+        self.time_calls: tuple[int, int] = (0, 0)  # (pass, calls so far in it)
         self.samples: dict[str, list[Tensor]] = {"pre": [], "act": [], "grad": []}
+
+
+    def time_call(self, pass_id: int) -> dict[int, Tensor] | int:
+        """Register one call of this recurrent layer in pass ``pass_id``; its index there."""
+        p, n = self.time_calls
+        n = n if p == pass_id else 0
+        self.time_calls = (pass_id, n + 1)
+        for old in [q for q in self.time_parts if q < pass_id - 1]:
+            del self.time_parts[old]  # keep the last two passes' gradients only
+        return n
+
+    @property
+    def time_grads(self) -> Tensor | None:
+        """The latest pass's per-step gradient norms, its calls' steps in call order."""
+        for p in sorted(self.time_parts, reverse=True):
+            parts = self.time_parts[p]
+            if parts:
+                return torch.cat([parts[k] for k in sorted(parts)])
+        return None
 
 
 #: Recorders attached right now; the patched activation functions report to them.

@@ -11,8 +11,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from lib._checks import check_callable, check_model_input, check_tensor, default_loss
+from lib._checks import check_callable, check_loss, check_model_input, check_tensor, default_loss
 from lib.activations import kinds as _kinds
+from lib.probes.layers import unit_dim
 from lib.probes.recorder import layer_modules, watch
 
 __all__ = ["gradient_norms", "hidden_outputs", "jacobian_singular_values", "active_fraction",
@@ -29,12 +30,14 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor,
     a target of another shape is refused, never broadcast). The model's
     ``.grad`` fields are cleared first and left holding the result.
     """
+    check_tensor(x, "x", finite=True)
     x = check_model_input(model, x, "x")
     check_tensor(y, "y", nonempty=True)
     loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or default_loss
     model.zero_grad(set_to_none=True)
     with watch(model) as rec:
         loss = loss_fn(model(x), y)
+        check_loss(loss, "loss_fn(model(x), y)")
         loss.backward()
     return rec.column("weight_grad_norm")
 
@@ -80,6 +83,16 @@ def jacobian_singular_values(module: nn.Module, x: Tensor) -> Tensor:
         raise ValueError(f"x must be one input of shape (features,) or (1, features), "
                          f"got shape {tuple(x.shape)}")
     check_model_input(module, x.unsqueeze(0), "x")
+    bn = [type(m).__name__ for m in module.modules()
+          if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if bn:
+        raise ValueError(f"module is in training mode and holds {bn[0]}, whose batch statistics "
+                         f"need more than one input: call module.eval() first")
+    with torch.no_grad():
+        probe_out = module(x.detach().unsqueeze(0))
+    if not isinstance(probe_out, Tensor):
+        raise TypeError(f"module must return one tensor, got {type(probe_out).__name__} "
+                        f"(an nn.LSTM returns (output, state): wrap it to return the output)")
     jac = torch.autograd.functional.jacobian(lambda v: module(v.unsqueeze(0)).reshape(-1),
                                              x.detach(), vectorize=False)
     if not bool(torch.isfinite(jac).all()):
@@ -93,19 +106,23 @@ def active_fraction(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
     Keys are the layer names of :func:`lib.probes.layer_modules`, in forward
     order, for every layer followed by an activation module; values are
     float64 tensors with one entry per unit (per channel for a Conv layer,
-    pooled over positions). The pre-activation is read before the activation
-    runs, so an in-place activation cannot overwrite it. A ReLU unit whose
-    fraction is 0 is a *dead unit* on ``x``. ``x`` must be a finite, non-empty
-    floating batch (NaN would make every unit look dead). One forward pass
-    without gradients, in the model's current mode.
+    pooled over positions; per output feature for any other layer, pooled
+    over everything before it, e.g. a transformer's sequence positions). The
+    pre-activation is read before the activation runs, so an in-place
+    activation cannot overwrite it. A ReLU unit whose fraction is 0 is a
+    *dead unit* on ``x``. ``x`` must be a finite, non-empty batch (NaN would
+    make every unit look dead): floating, or integer token ids for a model
+    that starts with an embedding. One forward pass without gradients, in the
+    model's current mode.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_tensor(x, "x", dtype="floating", finite=True)
+    check_tensor(x, "x", finite=True)  # integer token ids too (a model that embeds)
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch of shape (batch, ...), got {tuple(x.shape)}")
     x = check_model_input(model, x, "x")
     names = {id(m): n for n, m in layer_modules(model)}
+    modules = {n: m for n, m in layer_modules(model)}
     last: list[str | None] = [None]
     out: dict[str, Tensor] = {}
 
@@ -118,7 +135,8 @@ def active_fraction(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
         if name is None or name in out or not isinstance(z, Tensor) or z.dim() < 2:
             return
         positive = (z.detach() > 0).to(torch.float64)
-        out[name] = positive.mean(dim=[0] + list(range(2, z.dim())))
+        unit = unit_dim(modules[name], z)
+        out[name] = positive.mean(dim=[d for d in range(z.dim()) if d != unit])
 
     handles = [m.register_forward_hook(on_layer) for n, m in model.named_modules()
                if id(m) in names]

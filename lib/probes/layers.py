@@ -6,14 +6,14 @@ from typing import Any
 from torch import Tensor, nn
 
 from lib.activations import kinds as _kinds
-from lib.probes._names import NORM_TYPES
+from lib.probes._names import is_norm
 
-__all__ = ["layer_modules", "weight_groups", "fan_in", "first_tensor"]
+__all__ = ["layer_modules", "weight_groups", "fan_in", "first_tensor", "unit_dim"]
 
 
 def _is_layer(module: nn.Module) -> bool:
     own = [n for n, _ in module.named_parameters(recurse=False)]
-    if not own or isinstance(module, NORM_TYPES) or _kinds.kind_of_module(module) is not None:
+    if not own or is_norm(module) or _kinds.kind_of_module(module) is not None:
         return False
     if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
         return True
@@ -25,6 +25,23 @@ def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return [(n, m) for n, m in model.named_modules() if _is_layer(m)]
+
+
+def unit_dim(layer: nn.Module | None, t: Tensor) -> int:
+    """The dimension of ``t`` (a layer's output, or the activation of it) that indexes units.
+
+    A convolution's units are its channels, before the spatial dimensions:
+    dimension 1 of ``(N, C, *spatial)``, 0 of an unbatched ``(C, *spatial)``.
+    Every other layer's (Linear, Hugging Face's Conv1D, an embedding, an RNN,
+    attention) are its output features, the last dimension, whatever comes
+    before it: ``(N, features)``, a transformer's ``(N, sequence, features)``
+    or an unbatched ``(features,)``.
+    """
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        d = t.dim() - 1 - len(layer.kernel_size)
+        if d >= 0 and t.shape[d] == layer.out_channels:
+            return d
+    return max(t.dim() - 1, 0)
 
 
 def fan_in(module: nn.Module) -> int:

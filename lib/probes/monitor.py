@@ -28,10 +28,12 @@ Steps in between run with no hook attached.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -103,9 +105,11 @@ class Monitor:
             if isinstance(loss, Tensor):
                 if loss.numel() != 1:
                     raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
+                if loss.is_complex() or loss.dtype == torch.bool:
+                    raise TypeError(f"loss must be a real number, got a {loss.dtype} tensor")
                 lv = float(loss.detach())
-            elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
-                lv = float(loss)
+            elif isinstance(loss, numbers.Real) and not isinstance(loss, (bool, np.bool_)):
+                lv = float(loss)  # numpy scalars too (np.float32, np.int64)
             else:
                 raise TypeError(f"loss must be a number, a scalar tensor or None, "
                                 f"got {type(loss).__name__}")

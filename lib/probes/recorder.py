@@ -43,12 +43,12 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from lib._checks import check_bool, check_int, check_seed
+from lib._checks import SEED_MAX, check_bool, check_int, check_seed
 from lib.activations import kinds as _kinds
 from lib.probes import _moments
-from lib.probes._names import NORM_TYPES, role
+from lib.probes._names import is_norm, role
 from lib.probes._state import _Grad, _Slot, functional_off, functional_on
-from lib.probes.layers import fan_in, first_tensor, layer_modules, weight_groups
+from lib.probes.layers import fan_in, first_tensor, layer_modules, unit_dim, weight_groups
 from lib.probes.rows import LayerStats, ParamStats, format_table
 
 __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "format_table"]
@@ -68,7 +68,7 @@ class Recorder:
                             "without hooks; watch model._orig_mod and call that instead")
         self.keep_samples = check_int(keep_samples, "keep_samples", ge=0)
         self.functional = check_bool(functional, "functional")
-        self._gen = torch.Generator().manual_seed(check_seed(seed))
+        self._gen = torch.Generator().manual_seed(check_seed(seed) % (SEED_MAX + 1))
         self.model = model
         self._slots = [_Slot(n, m) for n, m in layer_modules(model)]
         self._by_module = {id(s.module): s for s in self._slots}
@@ -167,7 +167,8 @@ class Recorder:
         if slot is None:
             return
         self._last = None
-        _, alive = slot.act.add_with_units(output, kind.nonnegative)
+        _, alive = slot.act.add_with_units(output, kind.nonnegative,
+                                           unit_dim(slot.module, output))
         if slot.alive is None or slot.alive.shape != alive.shape:
             slot.alive = alive
         else:
@@ -185,11 +186,14 @@ class Recorder:
         time_dim = 1 if getattr(module, "batch_first", False) and x.dim() == 3 else 0
         slot = self._by_module[id(module)]
         dims = [d for d in range(x.dim()) if d != time_dim]
+        p = self._pass
+        call = slot.time_call(p)
 
         def on_grad(g: Tensor) -> None:
             if self._active:
                 gd = g.detach().double()
-                slot.time_grads = [gd.pow(2).sum(dim=dims).sqrt()]
+                steps = gd.pow(2).sum(dim=dims).sqrt().reshape(-1)
+                slot.time_parts.setdefault(p, {})[call] = steps
 
         x.register_hook(on_grad)
         return (x,) + tuple(args[1:])
@@ -225,7 +229,7 @@ class Recorder:
                 self._act_of[id(m)] = kind
                 h.append(m.register_forward_pre_hook(self._act_pre))
                 h.append(m.register_forward_hook(self._act_post, always_call=True))
-            elif isinstance(m, NORM_TYPES):
+            elif is_norm(m):
                 h.append(m.register_forward_pre_hook(self._norm_pre))
         for pid, (_, _, _, p) in self._params.items():
             if p.requires_grad:
@@ -264,8 +268,14 @@ class Recorder:
         return sum(r.numel for r in self.parameters()) / total if total else 1.0
 
     def through_time(self) -> dict[str, Tensor]:
-        """Per recurrent layer: the gradient norm with respect to the input at each time step."""
-        return {s.name: s.time_grads[-1] for s in self._order if s.time_grads}
+        """Per recurrent layer: the gradient norm with respect to the input at each time step.
+
+        From the latest forward pass that was backpropagated. A layer called
+        several times in one pass (a decoder loop feeding one step at a time,
+        or an encoder run on two sequences) has its calls' steps joined in
+        call order: for a step-by-step loop that is the whole sequence.
+        """
+        return {s.name: s.time_grads for s in self._order if s.time_grads is not None}
 
     def report(self) -> list[LayerStats]:
         """One :class:`LayerStats` per layer that ran, in forward order."""
@@ -317,8 +327,8 @@ class Recorder:
         og = s.out_grad.norm() if show else _NAN
         nonfinite = s.nonfinite or (show and s.out_grad.bad) or not math.isfinite(wn) or bad_grad
         ratio = _NAN
-        if s.time_grads and show:
-            tg = s.time_grads[-1]
+        tg = s.time_grads
+        if tg is not None and show:
             ratio = float(tg.min() / tg.max()) if float(tg.max()) > 0 else _NAN
         rl = "weight"
         w = getattr(s.module, "weight", None)
