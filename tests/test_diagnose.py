@@ -150,6 +150,49 @@ def test_fix_non_finite_and_no_gradient():
     assert dg.diagnose(rec.report()).healthy
 
 
+class Unordered(nn.Module):
+    """Registers its layers in another order than its forward calls them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 3)
+        self.body = nn.Linear(4, 16)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_foreign_inputs_and_outputs():
+    """Registration order, seq-first RNNs, keyword inputs and ModelOutput-like outputs."""
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    assert dg.diagnose_model(Unordered(), x, y).layers  # x fits body, the first called
+
+    class SeqFirst(nn.Module):  # nn.LSTM's default layout: (time, batch, features)
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.out = nn.LSTM(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.out(self.rnn(x)[0][-1])
+
+    d = dg.diagnose_model(SeqFirst(), torch.randn(6, 5, 4), y)
+    assert [v.name for v in d.layers] == ["rnn[l0]", "out"]
+
+    class Keywords(nn.Module):  # model(**x), returning an object with .logits
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.out = nn.Embedding(10, 8), nn.Linear(8, 3)
+
+        def forward(self, input_ids, attention_mask):
+            h = (self.emb(input_ids) * attention_mask[..., None]).mean(1)
+            return type("Output", (), {"logits": self.out(h)})()
+
+    ids = torch.randint(0, 10, (5, 7))
+    d = dg.diagnose_model(Keywords(), {"input_ids": ids, "attention_mask": torch.ones(5, 7)}, y)
+    assert [v.name for v in d.layers] == ["emb", "out"] and math.isfinite(d.loss)
+
+
 def test_bad_inputs_raise():
     model = nn.Sequential(nn.Linear(4, 3))
     x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
@@ -157,14 +200,21 @@ def test_bad_inputs_raise():
         (lambda: dg.diagnose_model("not a model", x, y), TypeError, "model"),
         (lambda: dg.diagnose_model(model, [[1.0]], y), TypeError, "x"),
         (lambda: dg.diagnose_model(model, x, None), TypeError, "y"),
-        (lambda: dg.diagnose_model(model, x, y[:3]), ValueError, "x and y"),
+        (lambda: dg.diagnose_model(model, x, y[:3]), ValueError, "class labels y"),
+        (lambda: dg.diagnose_model(model, x[0, 0], y), ValueError, "scalar"),
+        (lambda: dg.diagnose_model(model, {}, y), ValueError, "mapping"),
+        (lambda: dg.diagnose_model(model, {"x": x * math.nan}, y), ValueError, "finite"),
         (lambda: dg.diagnose_model(model, x[:0], y[:0]), ValueError, "empty"),
         (lambda: dg.diagnose_model(model, x * math.nan, y), ValueError, "finite"),
         (lambda: dg.diagnose_model(model, x, y, loss_fn="mse"), TypeError, "loss_fn"),
         (lambda: dg.diagnose_model(nn.ReLU(), x, y), ValueError, "no layer"),
-        (lambda: dg.diagnose_model(model, torch.randn(5, 7), y), dg.ModelError,
+        (lambda: dg.diagnose_model(model, torch.randn(5, 7), y), ValueError, "4 features"),
+        (lambda: dg.diagnose_model(Unordered(), torch.randn(5, 7), y), dg.ModelError,
          "forward pass failed"),
-        (lambda: dg.diagnose_model(model, x, torch.randn(5, 2)), dg.ModelError, "loss failed"),
+        (lambda: dg.diagnose_model(model, x, torch.randn(5, 2)), ValueError,
+         "regression target y"),
+        (lambda: dg.diagnose_model(model, x, y, lambda o, t: o.sum() / 0 + t.foo),
+         dg.ModelError, "loss failed"),
         (lambda: dg.diagnose("a report"), TypeError, "report"),
         (lambda: dg.diagnose([]), ValueError, "empty"),
         (lambda: dg.diagnose([{"name": "x"}]), TypeError, r"report\[0\]"),

@@ -149,6 +149,18 @@ def test_the_cli_leaves_the_rng_state_unchanged_on_examples(argv, capsys):
     capsys.readouterr()
 
 
+def test_cli_argv_must_be_strings(capsys):
+    for argv in ("--list", [1, 2], 5):
+        assert dg.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: argv must be a list of strings") and err.count("\n") == 1
+
+
+def test_cli_seed_beyond_64_bits(user_module, capsys):
+    assert dg.main(["user_models:other", "--seed", str(2**70)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_cli_examples(capsys):
     assert dg.main(["--list"]) == 0
     assert "sigmoid_stack" in capsys.readouterr().out
@@ -162,8 +174,8 @@ def test_cli_examples(capsys):
     (["user_models:raises"], "raised RuntimeError: cannot build"),
     (["user_models:exits"], "raised SystemExit"),
     (["user_models:Broken"], "forward pass failed on random N(0, 1) input"),
-    (["user_models:mismatched"], "same number of examples"),
-    (["user_models:tokens_wrong_targets"], "the loss failed"),
+    (["user_models:mismatched"], "class labels y must have shape"),
+    (["user_models:tokens_wrong_targets"], "class labels y must have shape"),
     (["user_models:other", "--data", "user_models:flat"], "must return a tuple (x, y)"),
     (["user_models:other", "--loss", "hinge"], "--loss must be"),
     (["user_models:other", "--loss", "user_models:nope"], "has no attribute"),
@@ -177,6 +189,14 @@ def test_cli_examples(capsys):
     (["--seed", "x"], "integer >= 0"),
     (["--vocab", "0"], "positive integer"),
     (["--no-such-flag"], "unrecognized arguments"),
+    (["--batch", "100000000"], "batch size from 1 to"),
+    (["user_models:other", "--input-shape", "99999999999999999999"], "at most"),
+    (["user_models:other", "--input-shape", "100000,100000,100000"], "at most"),
+    (["user_models:other", "--batch", "60000", "--input-shape", "4096"], "smaller --batch"),
+    (["--data", "user_models:batch"], "applies to a TARGET"),
+    (["--example", "healthy_mlp", "--input-shape", "8"], "applies to a TARGET"),
+    (["--list", "--vocab", "10"], "applies to a TARGET"),
+    (["user_models:mismatched", "--input-shape", "5"], "returns its own batch"),
 ])
 def test_cli_errors_exit_2_with_one_line(user_module, capsys, argv, message):
     assert dg.main(argv) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
@@ -51,6 +52,12 @@ class _Parser(argparse.ArgumentParser):
         raise _CliError(message)
 
 
+#: The most numbers a random batch may hold (--batch times the input shape):
+#: 2**26 float32 entries are 256 MiB, far beyond what a one-pass diagnosis needs.
+MAX_BATCH_NUMEL = 2**26
+MAX_BATCH = 65536
+
+
 def _shape(text: str) -> tuple[int, ...]:
     parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
     try:
@@ -60,6 +67,9 @@ def _shape(text: str) -> tuple[int, ...]:
     if not shape or any(s < 1 for s in shape):
         raise argparse.ArgumentTypeError(f"shape must be positive integers like 64 or 1,8,8; "
                                          f"got {text!r}")
+    if math.prod(shape) > MAX_BATCH_NUMEL:
+        raise argparse.ArgumentTypeError(f"shape must hold at most {MAX_BATCH_NUMEL} numbers "
+                                         f"per example, got {text!r}")
     return shape
 
 
@@ -70,6 +80,14 @@ def _positive(text: str) -> int:
         v = 0
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _batch(text: str) -> int:
+    v = _positive(text)
+    if v > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected a batch size from 1 to {MAX_BATCH}, "
+                                         f"got {text!r}")
     return v
 
 
@@ -101,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default="auto", metavar="LOSS",
                    help="cross-entropy, mse, or MODULE:FUNCTION(output, y) (default: "
                         "cross-entropy for labels, mse for float targets)")
-    p.add_argument("--batch", type=_positive, default=64, help="batch size (default 64)")
+    p.add_argument("--batch", type=_batch, default=64, help="batch size (default 64)")
     p.add_argument("--seed", type=_seed, default=None,
                    help="seed for the factory and the random input (default: the book's, 0)")
     p.add_argument("--fail-on-issue", action="store_true",
@@ -230,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     random state is left as it was.
     """
     try:
+        if argv is not None and (isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence)
+                                 or not all(isinstance(a, str) for a in argv)):
+            raise _CliError(f"argv must be a list of strings (like sys.argv[1:]), got "
+                            f"{type(argv).__name__} {argv!r}"[:200])
         with torch.random.fork_rng(devices=[]):
             return _run(_parser().parse_args(argv))
     except _CliError as exc:
@@ -244,6 +266,12 @@ def _run(args: argparse.Namespace) -> int:
     chosen = sum(bool(v) for v in (args.target, args.example, args.list))
     if chosen > 1:
         raise _CliError("give at most one of TARGET, --example and --list")
+    # options that only shape the random batch built for a TARGET
+    unused = [flag for flag, given in (("--data", args.data), ("--input-shape", args.input_shape),
+                                       ("--vocab", args.vocab)) if given]
+    if unused and not args.target:
+        raise _CliError(f"{unused[0]} applies to a TARGET (your model factory) only; "
+                        f"the built-in examples bring their own batch")
     found = examples()
     if args.list:
         for name, f in found.items():
@@ -264,6 +292,9 @@ def _run(args: argparse.Namespace) -> int:
         # (torch.manual_seed would also reseed CUDA, which fork_rng(devices=[]) keeps)
         with _seeds.torch_seeded(seed):
             model, x, y = _build(factory, args.target)
+        if x is not None and unused:
+            raise _CliError(f"{unused[0]} has no effect: {args.target}() returns its own "
+                            f"batch (model, x, y)")
         if x is None and args.data:
             batch = _guard(f"calling {args.data}() raised", _load(args.data, "--data"))
             if not (isinstance(batch, tuple) and len(batch) == 2
@@ -298,6 +329,9 @@ def _random_batch(model: nn.Module, args: argparse.Namespace, seed: int,
     gen = torch.Generator().manual_seed(_seeds.stream(seed, "cli_input"))
     shape, vocab, how = (args.input_shape, args.vocab, "from --input-shape") \
         if args.input_shape else _infer_shape(model, args.vocab)
+    if args.batch * math.prod(shape) > MAX_BATCH_NUMEL:
+        raise _CliError(f"--batch {args.batch} examples of shape {shape} hold more than "
+                        f"{MAX_BATCH_NUMEL} numbers: give a smaller --batch or --input-shape")
     if vocab:
         x = torch.randint(0, vocab, (args.batch, *shape), generator=gen)
         what = f"random token ids below {vocab} {tuple(x.shape)}"

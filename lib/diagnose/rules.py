@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from lib import probes as _probes
-from lib._checks import check_number
+from lib._checks import check_int, check_number
 from lib.activations import kinds as _kinds
 from lib.diagnose.advice import (
     FIX,
@@ -192,6 +192,7 @@ class Diagnosis:
 
     def table(self, width: int = 24) -> str:
         """One row per layer: the key numbers and its verdict (paths abbreviated from the left)."""
+        width = check_int(width, "width", ge=8)
         names = _abbreviate([v.name for v in self.layers], width)
         w = max([len(n) for n in names] + [5]) + 1
         head = (f"{'layer':<{w}}{'act':<9}{'|dL/dW|':>10}{'update':>9}{'signal':>9}"
@@ -264,6 +265,10 @@ def diagnose(report: Sequence[_probes.LayerStats], *, thresholds: Thresholds | N
     th = Thresholds() if thresholds is None else thresholds
     if not isinstance(th, Thresholds):
         raise TypeError(f"thresholds must be a lib.diagnose.Thresholds, got {type(th).__name__}")
+    if parameters is not None and (isinstance(parameters, (str, bytes))
+                                   or not isinstance(parameters, Sequence)):
+        raise TypeError(f"parameters must be a list of lib.probes.ParamStats "
+                        f"(rec.parameters()) or None, got {type(parameters).__name__}")
     params = list(parameters or [])
     if not all(isinstance(p, _probes.ParamStats) for p in params):
         raise TypeError("parameters must be a list of lib.probes.ParamStats (rec.parameters())")

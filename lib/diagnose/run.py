@@ -1,12 +1,12 @@
 """Run one forward/backward pass under the probes and diagnose it: :func:`diagnose_model`."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import Tensor, nn
 
 from lib import probes as _probes
-from lib._checks import check_callable, check_tensor, default_loss
+from lib._checks import check_callable, check_model_input, check_tensor, default_loss
 from lib.diagnose.rules import Diagnosis, Thresholds, diagnose
 
 __all__ = ["ModelError", "diagnose_model"]
@@ -25,40 +25,67 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
         raise ModelError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-def diagnose_model(model: nn.Module, x: Tensor, y: Tensor,
-                   loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, *,
+def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor,
+                   loss_fn: Callable[[Any, Tensor], Tensor] | None = None, *,
                    thresholds: Thresholds | None = None) -> Diagnosis:
     """One forward/backward pass of ``model`` on ``(x, y)`` under :func:`lib.probes.watch`,
     diagnosed by :func:`lib.diagnose.diagnose`.
 
-    ``loss_fn(output, y)`` defaults to :func:`lib._checks.default_loss`
-    (cross-entropy for integer labels, mean squared error for float targets of
-    the output's shape); an output of shape ``(batch, tokens, classes)`` with
-    labels ``(batch, tokens)`` is flattened for it. The model's ``.grad``
-    fields are cleared first and left holding this pass's gradients; its
-    weights and train/eval mode are not changed. Raises :class:`ModelError`
-    when the forward pass, the loss or the backward pass fails.
+    ``x`` is the model's input: a tensor (``model(x)``), or a mapping of
+    keyword arguments such as a Hugging Face tokenizer's ``input_ids`` and
+    ``attention_mask`` (``model(**x)``). ``loss_fn(output, y)`` defaults to
+    :func:`lib._checks.default_loss` (cross-entropy for integer labels, mean
+    squared error for float targets of the output's shape); an output of
+    shape ``(batch, tokens, classes)`` with labels ``(batch, tokens)`` is
+    flattened for it, and of an output that is not a tensor the default loss
+    takes its ``logits`` (a Hugging Face ``ModelOutput``) or its first
+    element (a tuple, such as ``nn.LSTM``'s ``(output, state)``). The model's
+    ``.grad`` fields are cleared first and left holding this pass's
+    gradients; its weights and train/eval mode are not changed.
+
+    Raises:
+        TypeError, ValueError: bad arguments, or an ``x`` the model's first
+            layer cannot take (see :func:`lib._checks.check_model_input`).
+        ModelError: the forward pass, the loss or the backward pass failed.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_tensor(x, "x", nonempty=True)
+    if isinstance(x, Mapping):
+        if not x or not all(isinstance(k, str) for k in x):
+            raise ValueError("x as a mapping must hold the model's keyword arguments by name")
+        for k, v in x.items():
+            if isinstance(v, Tensor) and v.is_floating_point() and not bool(v.isfinite().all()):
+                raise ValueError(f"x[{k!r}] must be finite: it holds NaN or Inf")
+        inputs = dict(x)
+        shape_of = {k: tuple(v.shape) for k, v in inputs.items() if isinstance(v, Tensor)}
+        def run() -> Any:
+            return model(**inputs)
+        what = f"inputs {shape_of}"
+    else:
+        check_tensor(x, "x", nonempty=True)
+        if x.dim() == 0:
+            raise ValueError("x must be a batch (at least one dimension), got a scalar")
+        if x.is_floating_point() and not bool(x.isfinite().all()):
+            raise ValueError("x must be finite: it holds NaN or Inf")
+        x = check_model_input(model, x, "x")
+        def run() -> Any:
+            return model(x)
+        what = f"an input of shape {tuple(x.shape)}"
     check_tensor(y, "y", nonempty=True)
-    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must hold the same number of examples along dim 0; got "
-                         f"shapes {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.is_floating_point() and not bool(x.isfinite().all()):
-        raise ValueError("x must be finite: it holds NaN or Inf")
     loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or _sequence_loss
     if not _probes.layer_modules(model):
         raise ValueError("model has no layer with parameters (Linear, Conv, ...) to probe")
 
     model.zero_grad(set_to_none=True)
     with _probes.watch(model) as rec:
-        out = _call(f"the model's forward pass failed on an input of shape {tuple(x.shape)}",
-                    lambda: model(x))
+        out = _call(f"the model's forward pass failed on {what}", run)
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        loss = _call(f"the loss failed on the model's output ({shape}) and targets of shape "
-                     f"{tuple(y.shape)}", lambda: loss_fn(out, y))
+        if loss_fn is _sequence_loss:
+            # lib's own loss: its ValueError/TypeError name y and the shapes allowed
+            loss = _sequence_loss(out, y)
+        else:
+            loss = _call(f"the loss failed on the model's output ({shape}) and targets of "
+                         f"shape {tuple(y.shape)}", lambda: loss_fn(out, y))
         if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.requires_grad:
             raise ModelError("the loss must be a scalar tensor that depends on the model's "
                              "parameters")
@@ -69,8 +96,14 @@ def diagnose_model(model: nn.Module, x: Tensor, y: Tensor,
     return d
 
 
-def _sequence_loss(out: Tensor, y: Tensor) -> Tensor:
-    """:func:`default_loss`, with (batch, tokens, classes) logits and (batch, tokens) labels."""
+def _sequence_loss(out: Any, y: Tensor) -> Tensor:
+    """:func:`default_loss`, with (batch, tokens, classes) logits and (batch, tokens) labels;
+    of a ``ModelOutput`` its ``logits``, of a tuple or list its first element."""
+    if not isinstance(out, Tensor):
+        if isinstance(getattr(out, "logits", None), Tensor):
+            out = out.logits
+        elif isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+            out = out[0]
     if isinstance(out, Tensor) and not y.is_floating_point() and out.dim() == y.dim() + 1 > 2 \
             and out.shape[:-1] == y.shape:
         return default_loss(out.reshape(-1, out.shape[-1]), y.reshape(-1))
