@@ -86,11 +86,14 @@ class Thresholds:
     def __post_init__(self) -> None:
         for name in ("vanishing_ratio", "exploding_ratio", "large_gain", "time_ratio",
                      "norm_scale"):
-            check_number(getattr(self, name), f"Thresholds.{name}", gt=0)
+            # stored as the checked float (a numpy scalar or a tensor would show in the repr)
+            object.__setattr__(self, name, check_number(getattr(self, name),
+                                                        f"Thresholds.{name}", gt=0))
         for name in ("saturated_fraction", "dead_fraction"):
             v = check_number(getattr(self, name), f"Thresholds.{name}", ge=0)
             if v >= 1:
                 raise ValueError(f"Thresholds.{name} must be a fraction in [0, 1), got {v!r}")
+            object.__setattr__(self, name, v)
         if self.vanishing_ratio >= self.exploding_ratio:
             raise ValueError("Thresholds.vanishing_ratio must be below exploding_ratio")
 
