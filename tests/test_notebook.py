@@ -78,3 +78,38 @@ def test_in_a_kernel_figures_are_shown_as_laid_out_not_cropped_tight():
     finally:
         InlineBackend.clear_instance()  # setup configured it for this shell
         InteractiveShell.clear_instance()
+
+
+def test_in_a_kernel_figures_are_drawn_once_with_the_same_pixels():
+    """lib's PNG formatter (one draw) gives IPython's own output (savefig: two draws),
+    byte for byte, on a figure that exercises constrained layout: log axes with
+    mathtext tick labels, a legend, a title, two panels."""
+    import base64
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import print_figure
+    from matplotlib.figure import Figure
+    from matplotlib_inline.config import InlineBackend
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.kernel = object()
+        notebook.setup()
+        png = shell.display_formatter.formatters["image/png"]
+        assert png.lookup_by_type(Figure) is notebook._png
+        fig, axes = plots.new_figure(2, width=8.0, height=3.0)
+        for k, ax in enumerate(axes):
+            ax.plot(np.arange(1, 21), np.logspace(-3 * k, 2, 20), "-o", label="a line")
+            ax.set(yscale="log", xlabel="layer $l$", title=f"panel {k}")
+            ax.legend()
+        ours = base64.b64decode(png(fig))
+        theirs = base64.b64decode(print_figure(fig, "png", bbox_inches=None, base64=True))
+        assert ours == theirs
+        empty = plt.figure()
+        assert png(empty) is None  # as IPython: an empty figure shows nothing
+        plt.close("all")
+    finally:
+        InlineBackend.clear_instance()
+        InteractiveShell.clear_instance()
