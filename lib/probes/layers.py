@@ -35,7 +35,10 @@ def unit_dim(layer: nn.Module | None, t: Tensor) -> int:
     Every other layer's (Linear, Hugging Face's Conv1D, an embedding, an RNN,
     attention) are its output features, the last dimension, whatever comes
     before it: ``(N, features)``, a transformer's ``(N, sequence, features)``
-    or an unbatched ``(features,)``.
+    or an unbatched ``(features,)``. A convolution's output that reaches the
+    activation in another layout (permuted channels-last) is read along its
+    last dimension, unless dimension 1 happens to have ``out_channels``
+    entries too.
     """
     if isinstance(layer, nn.modules.conv._ConvNd):
         d = t.dim() - 1 - len(layer.kernel_size)
