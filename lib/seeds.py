@@ -24,6 +24,8 @@ import hashlib
 import os
 from typing import Iterator
 
+from lib._checks import SEED_MAX
+
 __all__ = ["DEFAULT_BASE_SEED", "ENV_VAR", "base_seed", "member_seeds", "stream",
            "torch_seeded"]
 
@@ -108,5 +110,5 @@ def torch_seeded(seed: int) -> Iterator[None]:
 
     seed = _check_seed(seed)
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed % 2**64)  # torch takes 64 bits
+        torch.default_generator.manual_seed(seed % (SEED_MAX + 1))  # torch takes 64 bits
         yield

@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping
 from torch import Tensor, nn
 
 from lib import probes as _probes
-from lib._checks import check_callable, check_model_input, check_tensor, default_loss
+from lib._checks import check_callable, check_loss, check_model_input, check_tensor, default_loss
 from lib.diagnose.rules import Diagnosis, Thresholds, diagnose
 
 __all__ = ["ModelError", "diagnose_model"]
@@ -54,19 +54,17 @@ def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor
         if not x or not all(isinstance(k, str) for k in x):
             raise ValueError("x as a mapping must hold the model's keyword arguments by name")
         for k, v in x.items():
-            if isinstance(v, Tensor) and v.is_floating_point() and not bool(v.isfinite().all()):
-                raise ValueError(f"x[{k!r}] must be finite: it holds NaN or Inf")
+            if isinstance(v, Tensor):
+                check_tensor(v, f"x[{k!r}]", finite=True)
         inputs = dict(x)
         shape_of = {k: tuple(v.shape) for k, v in inputs.items() if isinstance(v, Tensor)}
         def run() -> Any:
             return model(**inputs)
         what = f"inputs {shape_of}"
     else:
-        check_tensor(x, "x", nonempty=True)
+        check_tensor(x, "x", nonempty=True, finite=True)
         if x.dim() == 0:
             raise ValueError("x must be a batch (at least one dimension), got a scalar")
-        if x.is_floating_point() and not bool(x.isfinite().all()):
-            raise ValueError("x must be finite: it holds NaN or Inf")
         x = check_model_input(model, x, "x")
         def run() -> Any:
             return model(x)
@@ -86,9 +84,10 @@ def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor
         else:
             loss = _call(f"the loss failed on the model's output ({shape}) and targets of "
                          f"shape {tuple(y.shape)}", lambda: loss_fn(out, y))
-        if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.requires_grad:
-            raise ModelError("the loss must be a scalar tensor that depends on the model's "
-                             "parameters")
+        try:
+            check_loss(loss, "the loss")
+        except (TypeError, ValueError) as exc:  # the model's or loss_fn's doing, not an argument
+            raise ModelError(str(exc)) from None
         _call("the backward pass failed", loss.backward)
     d = diagnose(rec.report(), thresholds=thresholds, parameters=rec.parameters())
     d.loss = float(loss.detach())

@@ -30,6 +30,8 @@ def is_norm(module: nn.Module) -> bool:
         return True
     return bool(_NORM_NAME.search(type(module).__name__)) and not any(
         True for _ in module.children())
+
+
 #: Last path segments of the modules that compute attention queries and keys.
 QUERY_NAMES = frozenset({"query", "q_proj", "q", "to_q", "wq", "q_lin", "query_proj"})
 KEY_NAMES = frozenset({"key", "k_proj", "k", "to_k", "wk", "k_lin", "key_proj"})

@@ -55,8 +55,7 @@ class _Slot:
         self.time_calls: tuple[int, int] = (0, 0)  # (pass, calls so far in it)
         self.samples: dict[str, list[Tensor]] = {"pre": [], "act": [], "grad": []}
 
-
-    def time_call(self, pass_id: int) -> dict[int, Tensor] | int:
+    def time_call(self, pass_id: int) -> int:
         """Register one call of this recurrent layer in pass ``pass_id``; its index there."""
         p, n = self.time_calls
         n = n if p == pass_id else 0

@@ -121,8 +121,9 @@ def active_fraction(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch of shape (batch, ...), got {tuple(x.shape)}")
     x = check_model_input(model, x, "x")
-    names = {id(m): n for n, m in layer_modules(model)}
-    modules = {n: m for n, m in layer_modules(model)}
+    layers = layer_modules(model)
+    names = {id(m): n for n, m in layers}
+    modules = dict(layers)
     last: list[str | None] = [None]
     out: dict[str, Tensor] = {}
 
