@@ -162,6 +162,18 @@ class Unordered(nn.Module):
         return self.head(torch.relu(self.body(x)))
 
 
+class Miswired(nn.Module):
+    """Its second layer does not fit its first: the model's fault, not the input's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 16)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
 def test_foreign_inputs_and_outputs():
     """Registration order, seq-first RNNs, keyword inputs and ModelOutput-like outputs."""
     torch.manual_seed(0)
@@ -209,8 +221,13 @@ def test_bad_inputs_raise():
         (lambda: dg.diagnose_model(model, x, y, loss_fn="mse"), TypeError, "loss_fn"),
         (lambda: dg.diagnose_model(nn.ReLU(), x, y), ValueError, "no layer"),
         (lambda: dg.diagnose_model(model, torch.randn(5, 7), y), ValueError, "4 features"),
-        (lambda: dg.diagnose_model(Unordered(), torch.randn(5, 7), y), dg.ModelError,
-         "forward pass failed"),
+        (lambda: dg.diagnose_model(Unordered(), torch.randn(5, 7), y), ValueError,
+         "x does not fit layer 'body'"),
+        (lambda: dg.diagnose_model(Unordered(), torch.randint(0, 3, (5, 4)), y), TypeError,
+         "x must be floating"),
+        (lambda: dg.diagnose_model(Miswired(), x, y), dg.ModelError,
+         "forward pass failed in layer 'head'"),
+        (lambda: dg.diagnose_model(model, x, y.float() * math.nan), ValueError, "y must be finite"),
         (lambda: dg.diagnose_model(model, x, torch.randn(5, 2)), ValueError,
          "regression target y"),
         (lambda: dg.diagnose_model(model, x, y, lambda o, t: o.sum() / 0 + t.foo),

@@ -6,14 +6,14 @@ from typing import Any, Callable, Mapping
 from torch import Tensor, nn
 
 from lib import probes as _probes
-from lib._checks import check_callable, check_loss, check_model_input, check_tensor, default_loss
+from lib._checks import check_callable, check_loss, check_model_input, check_tensor
 from lib.diagnose.rules import Diagnosis, Thresholds, diagnose
+from lib.probes._forward import ModelError, call_model, default_output_loss
 
 __all__ = ["ModelError", "diagnose_model"]
 
-
-class ModelError(RuntimeError):
-    """The model could not be run: its forward pass, loss or backward pass raised."""
+#: The default loss (kept under its old private name for lib.diagnose.cli).
+_sequence_loss = default_output_loss
 
 
 def _call(what: str, fn: Callable[[], Any]) -> Any:
@@ -45,7 +45,8 @@ def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor
 
     Raises:
         TypeError, ValueError: bad arguments, or an ``x`` the model's first
-            layer cannot take (see :func:`lib._checks.check_model_input`).
+            layer cannot take (checked before the pass where that layer is known,
+            else from where the forward pass failed: :mod:`lib.probes._forward`).
         ModelError: the forward pass, the loss or the backward pass failed.
     """
     if not isinstance(model, nn.Module):
@@ -57,26 +58,19 @@ def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor
             if isinstance(v, Tensor):
                 check_tensor(v, f"x[{k!r}]", finite=True)
         inputs = dict(x)
-        shape_of = {k: tuple(v.shape) for k, v in inputs.items() if isinstance(v, Tensor)}
-        def run() -> Any:
-            return model(**inputs)
-        what = f"inputs {shape_of}"
     else:
         check_tensor(x, "x", nonempty=True, finite=True)
         if x.dim() == 0:
             raise ValueError("x must be a batch (at least one dimension), got a scalar")
-        x = check_model_input(model, x, "x")
-        def run() -> Any:
-            return model(x)
-        what = f"an input of shape {tuple(x.shape)}"
-    check_tensor(y, "y", nonempty=True)
+        inputs = check_model_input(model, x, "x")
+    check_tensor(y, "y", nonempty=True, finite=True)
     loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or _sequence_loss
     if not _probes.layer_modules(model):
         raise ValueError("model has no layer with parameters (Linear, Conv, ...) to probe")
 
     model.zero_grad(set_to_none=True)
     with _probes.watch(model) as rec:
-        out = _call(f"the model's forward pass failed on {what}", run)
+        out = call_model(model, inputs, "x")
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         if loss_fn is _sequence_loss:
             # lib's own loss: its ValueError/TypeError name y and the shapes allowed
@@ -93,17 +87,3 @@ def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor
     d.loss = float(loss.detach())
     d.coverage = rec.coverage()
     return d
-
-
-def _sequence_loss(out: Any, y: Tensor) -> Tensor:
-    """:func:`default_loss`, with (batch, tokens, classes) logits and (batch, tokens) labels;
-    of a ``ModelOutput`` its ``logits``, of a tuple or list its first element."""
-    if not isinstance(out, Tensor):
-        if isinstance(getattr(out, "logits", None), Tensor):
-            out = out.logits
-        elif isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
-            out = out[0]
-    if isinstance(out, Tensor) and not y.is_floating_point() and out.dim() == y.dim() + 1 > 2 \
-            and out.shape[:-1] == y.shape:
-        return default_loss(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-    return default_loss(out, y)

@@ -17,17 +17,33 @@ if TYPE_CHECKING:
 _NAN = math.nan
 
 
+def backward_id() -> int:
+    """The id of the backward pass running now (autograd's graph task), -1 outside one.
+
+    Each ``backward()`` call is its own task, also a second one through a
+    retained graph; a forward pass recomputed during backward (activation
+    checkpointing) runs inside one.
+    """
+    return int(torch._C._current_graph_task_id())
+
+
 class _Grad:
-    """Per-pass sums of squares of one gradient; reports their RMS norm."""
+    """Per-pass sums of squares of one gradient; reports their RMS norm.
+
+    A pass is one (forward pass, backward pass) pair: two ``backward()`` calls
+    through one retained graph are two passes, not one gradient whose squares
+    add up.
+    """
 
     __slots__ = ("passes", "bad")
 
     def __init__(self) -> None:
-        self.passes: dict[int, float] = {}
+        self.passes: dict[tuple[int, int], float] = {}
         self.bad = False  # a NaN/Inf entry was seen (NaN norm *with* a gradient recorded)
 
     def add(self, pass_id: int, squares: float) -> None:
-        self.passes[pass_id] = self.passes.get(pass_id, 0.0) + squares
+        key = (pass_id, backward_id())
+        self.passes[key] = self.passes.get(key, 0.0) + squares
         self.bad |= not math.isfinite(squares)
 
     def norm(self) -> float:
@@ -43,6 +59,9 @@ class _Slot:
         self.pre, self.act, self.out = _moments.Moments(), _moments.Moments(), _moments.Moments()
         self.sat_count, self.sat_total = 0, 0
         self.alive: Tensor | None = None
+        # per unit, how many pre-activations were > 0 (Recorder.count_positive), of how many
+        self.positive: Tensor | None = None
+        self.positive_n = 0
         self.out_grad = _Grad()
         self.calls = 0
         self.paired_now = False

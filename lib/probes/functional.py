@@ -11,32 +11,41 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from lib._checks import check_callable, check_loss, check_model_input, check_tensor, default_loss
-from lib.activations import kinds as _kinds
-from lib.probes.layers import unit_dim
-from lib.probes.recorder import layer_modules, watch
+from lib._checks import check_callable, check_loss, check_model_input, check_tensor
+from lib.probes._forward import call_model, default_output_loss
+from lib.probes.recorder import Recorder, watch
 
 __all__ = ["gradient_norms", "hidden_outputs", "jacobian_singular_values", "active_fraction",
            "dead_units"]
 
 
 def gradient_norms(model: nn.Module, x: Tensor, y: Tensor,
-                   loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> list[float]:
+                   loss_fn: Callable[[Any, Tensor], Tensor] | None = None) -> list[float]:
     r"""Weight-gradient norm :math:`\lVert \partial L / \partial W_l \rVert` of every layer
-    after one forward/backward pass on ``(x, y)``.
+    after one forward/backward pass on ``(x, y)``, in forward order (the rows of
+    :meth:`Recorder.report`: ``rec.column('name')`` names them).
 
-    ``loss_fn`` defaults to :func:`lib._checks.default_loss` (cross-entropy for
-    integer labels, mean squared error for float targets of the output's shape;
-    a target of another shape is refused, never broadcast). The model's
-    ``.grad`` fields are cleared first and left holding the result.
+    ``loss_fn(output, y)`` defaults to :func:`lib._checks.default_loss`
+    (cross-entropy for integer labels, mean squared error for float targets of
+    the output's shape; a target of another shape is refused, never
+    broadcast), read from the output as :func:`lib.diagnose.diagnose_model`
+    reads it: a Hugging Face ``ModelOutput``'s ``logits``, a tuple's first
+    element, ``(batch, tokens, classes)`` logits flattened for
+    ``(batch, tokens)`` labels. The model's ``.grad`` fields are cleared
+    first and left holding the result.
+
+    Raises:
+        TypeError, ValueError: bad arguments, NaN/Inf in ``x`` or ``y``, or an
+            ``x`` the layer it reaches first cannot take.
+        lib.diagnose.ModelError: the model's forward pass failed elsewhere.
     """
     check_tensor(x, "x", finite=True)
     x = check_model_input(model, x, "x")
-    check_tensor(y, "y", nonempty=True)
-    loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or default_loss
+    check_tensor(y, "y", nonempty=True, finite=True)
+    loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or default_output_loss
     model.zero_grad(set_to_none=True)
     with watch(model) as rec:
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(call_model(model, x, "x"), y)
         check_loss(loss, "loss_fn(model(x), y)")
         loss.backward()
     return rec.column("weight_grad_norm")
@@ -82,14 +91,14 @@ def jacobian_singular_values(module: nn.Module, x: Tensor) -> Tensor:
     if x.dim() != 1 or x.numel() == 0:
         raise ValueError(f"x must be one input of shape (features,) or (1, features), "
                          f"got shape {tuple(x.shape)}")
-    check_model_input(module, x.unsqueeze(0), "x")
+    x1 = check_model_input(module, x.unsqueeze(0), "x")
     bn = [type(m).__name__ for m in module.modules()
           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if bn:
         raise ValueError(f"module is in training mode and holds {bn[0]}, whose batch statistics "
                          f"need more than one input: call module.eval() first")
     with torch.no_grad():
-        probe_out = module(x.detach().unsqueeze(0))
+        probe_out = call_model(module, x1.detach(), "x")
     if not isinstance(probe_out, Tensor):
         raise TypeError(f"module must return one tensor, got {type(probe_out).__name__} "
                         f"(an nn.LSTM returns (output, state): wrap it to return the output)")
@@ -104,16 +113,20 @@ def active_fraction(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
     """Per layer and per unit, the fraction of the inputs in ``x`` with pre-activation > 0.
 
     Keys are the layer names of :func:`lib.probes.layer_modules`, in forward
-    order, for every layer followed by an activation module; values are
-    float64 tensors with one entry per unit (per channel for a Conv layer,
-    pooled over positions; per output feature for any other layer, pooled
-    over everything before it, e.g. a transformer's sequence positions). The
-    pre-activation is read before the activation runs, so an in-place
-    activation cannot overwrite it. A ReLU unit whose fraction is 0 is a
-    *dead unit* on ``x``. ``x`` must be a finite, non-empty batch (NaN would
-    make every unit look dead): floating, or integer token ids for a model
-    that starts with an embedding. One forward pass without gradients, in the
-    model's current mode.
+    order, for every layer followed by an activation, as :func:`watch` pairs
+    them: an activation module, or a functional call (``torch.relu(x)``,
+    ``F.gelu(x)``, ``x.relu()``, and those inside PyTorch's own modules such
+    as ``nn.TransformerEncoderLayer``'s default ReLU). Values are float64
+    tensors with one entry per unit (per channel for a Conv layer, pooled
+    over positions; per output feature for any other layer, pooled over
+    everything before it, e.g. a transformer's sequence positions), pooled
+    over the calls of a layer used several times. The pre-activation is read
+    before the activation runs, so an in-place activation cannot overwrite
+    it. A ReLU unit whose fraction is 0 is a *dead unit* on ``x``. ``x`` must
+    be a finite, non-empty batch (NaN would make every unit look dead):
+    floating, or integer token ids for a model that starts with an
+    embedding. One forward pass without gradients, in the model's current
+    mode.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -121,35 +134,15 @@ def active_fraction(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch of shape (batch, ...), got {tuple(x.shape)}")
     x = check_model_input(model, x, "x")
-    layers = layer_modules(model)
-    names = {id(m): n for n, m in layers}
-    modules = dict(layers)
-    last: list[str | None] = [None]
-    out: dict[str, Tensor] = {}
-
-    def on_layer(module: nn.Module, inputs: Any, output: Any) -> None:
-        last[0] = names[id(module)]
-
-    def on_act(module: nn.Module, inputs: Any) -> None:
-        name, last[0] = last[0], None
-        z = inputs[0] if isinstance(inputs, tuple) and inputs else None
-        if name is None or name in out or not isinstance(z, Tensor) or z.dim() < 2:
-            return
-        positive = (z.detach() > 0).to(torch.float64)
-        unit = unit_dim(modules[name], z)
-        out[name] = positive.mean(dim=[d for d in range(z.dim()) if d != unit])
-
-    handles = [m.register_forward_hook(on_layer) for n, m in model.named_modules()
-               if id(m) in names]
-    handles += [m.register_forward_pre_hook(on_act) for m in model.modules()
-                if _kinds.kind_of_module(m) is not None]
+    rec = Recorder(model)
+    rec.count_positive = True
+    rec.attach()
     try:
         with torch.no_grad():
-            model(x)
+            call_model(model, x, "x")
     finally:
-        for h in handles:
-            h.remove()
-    return out
+        rec.detach()
+    return {s.name: s.positive / s.positive_n for s in rec._order if s.positive is not None}
 
 
 def dead_units(model: nn.Module, x: Tensor) -> dict[str, Tensor]:

@@ -20,9 +20,12 @@ in :meth:`Recorder.parameters`. What is measured, and when:
   ``zero_grad()``, gradient accumulation and a forward-only block cannot
   mislead. With several backward passes in the block, a gradient norm is the
   root mean square of the per-pass norms,
-  :math:`\\sqrt{\\tfrac1P\\sum_p \\lVert g_p\\rVert^2}`; a module called several
+  :math:`\\sqrt{\\tfrac1P\\sum_p \\lVert g_p\\rVert^2}` (a second ``backward()``
+  through a retained graph is a pass of its own); a module called several
   times per pass has its calls' output gradients combined (``calls`` counts
   them). No gradient at all is NaN, reported as such.
+* **checkpointing**: a forward pass recomputed during backward
+  (``torch.utils.checkpoint``) adds no forward statistics a second time.
 * **non-finite** values are traced in forward order: the first layer whose
   output holds NaN/Inf (``first_nonfinite``), and every parameter that holds them.
 * **through time**, for ``nn.RNN``/``nn.LSTM``/``nn.GRU``: the norm of the
@@ -47,9 +50,9 @@ from lib._checks import SEED_MAX, check_bool, check_int, check_seed
 from lib.activations import kinds as _kinds
 from lib.probes import _moments
 from lib.probes._names import is_norm, role
-from lib.probes._state import _Grad, _Slot, functional_off, functional_on
-from lib.probes.layers import fan_in, first_tensor, layer_modules, unit_dim, weight_groups
-from lib.probes.rows import LayerStats, ParamStats, format_table
+from lib.probes._state import _Grad, _Slot, backward_id, functional_off, functional_on
+from lib.probes.layers import first_tensor, layer_modules, unit_dim, weight_groups
+from lib.probes.rows import LayerStats, ParamStats, format_table, layer_row
 
 __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "format_table"]
 
@@ -75,6 +78,9 @@ class Recorder:
         self._order: list[_Slot] = []
         self._last: _Slot | None = None
         self._last_out: Any = None  # weak reference to the last layer output
+        # Tensors known to come from a layer: its output, and what norm layers made of it
+        # ({id: (weak reference, slot)}); an activation whose input is one is that layer's.
+        self._made_by: dict[int, tuple[Any, _Slot]] = {}
         self._handles: list[Any] = []
         self._active = False
         self._in_forward = 0
@@ -83,6 +89,8 @@ class Recorder:
         self._calls = 0  # forward calls of any layer, in order
         self._act_of: dict[int, _kinds.Kind] = {}
         self._pending_act: _Slot | None = None
+        #: count, per unit, the pre-activations > 0 (for :func:`active_fraction`)
+        self.count_positive = False
         # Every parameter once (tied ones share a row), with every name it goes by.
         self._params: dict[int, tuple[str, str, str, nn.Parameter]] = {}
         self._aliases: dict[int, list[str]] = {}
@@ -92,8 +100,13 @@ class Recorder:
                 self._aliases.setdefault(id(p), [])
                 if full not in self._aliases[id(p)]:
                     self._aliases[id(p)].append(full)
+                rl = role(mname, mod, pname)
                 if id(p) not in self._params:
-                    self._params[id(p)] = (full, mname, role(mname, mod, pname), p)
+                    self._params[id(p)] = (full, mname, rl, p)
+                elif rl == "embedding":
+                    # A weight tied to an embedding (a language model's output head)
+                    # is an embedding table wherever it is used, whichever came first.
+                    self._params[id(p)] = self._params[id(p)][:2] + (rl, p)
         self._pgrad: dict[int, _Grad] = {i: _Grad() for i in self._params}
 
     # -- forward hooks ---------------------------------------------------------
@@ -101,6 +114,7 @@ class Recorder:
         self._in_forward += 1
         if self._in_forward == 1:
             self._pass += 1
+            self._made_by.clear()
 
     def _root_post(self, module: nn.Module, args: Any, output: Any) -> None:
         self._in_forward = max(self._in_forward - 1, 0)
@@ -110,6 +124,14 @@ class Recorder:
         if not self._active or out is None:
             return
         slot = self._by_module[id(module)]
+        if backward_id() != -1:
+            # A forward pass recomputed during backward (activation checkpointing): its
+            # statistics were taken the first time; only a reentrant checkpoint's
+            # recomputed outputs receive the gradient, so they keep their hook.
+            if out.requires_grad:
+                p = self._pass
+                out.register_hook(lambda g, s=slot, p=p: self._out_grad(s, p, g))
+            return
         if slot.calls == 0:
             self._order.append(slot)
         slot.calls += 1
@@ -121,6 +143,7 @@ class Recorder:
             slot.nonfinite |= not finite
         slot.paired_now = False
         self._last, self._last_out = slot, weakref.ref(out)
+        self._made_by[id(out)] = (self._last_out, slot)
         if out.requires_grad:
             p = self._pass
             out.register_hook(lambda g, s=slot, p=p: self._out_grad(s, p, g))
@@ -136,6 +159,12 @@ class Recorder:
                 and args[0] is self._last_out():
             self._last.feeds_norm = True
 
+    def _norm_post(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._active and args and isinstance(output, Tensor):
+            src = self._made_by.get(id(args[0]))
+            if src is not None and src[0]() is args[0]:
+                self._made_by[id(output)] = (weakref.ref(output), src[1])
+
     def _act_pre(self, module: nn.Module, args: Any) -> None:
         self._in_act += 1
         if args and isinstance(args[0], Tensor):
@@ -148,7 +177,13 @@ class Recorder:
 
     def _pre(self, kind: _kinds.Kind, z: Tensor) -> None:
         slot = self._last
-        if not self._active or slot is None or slot.paired_now or not z.is_floating_point():
+        src = self._made_by.get(id(z))
+        if src is not None and src[0]() is z:
+            # z is a layer's output (through norms, or added to in place as a residual
+            # block's ``out += identity``): that layer's, even if another one ran since
+            slot = src[1]
+        if not self._active or slot is None or slot.paired_now or not z.is_floating_point() \
+                or backward_id() != -1:
             self._pending_act = None
             return
         slot.paired_now = True
@@ -159,6 +194,15 @@ class Recorder:
         if thr is not None:
             slot.sat_count += int((z.detach().abs() > thr).sum())
             slot.sat_total += z.numel()
+        if self.count_positive and z.dim() >= 2:
+            unit = unit_dim(slot.module, z)
+            pos = (z.detach() > 0).sum(dim=[d for d in range(z.dim()) if d != unit],
+                                       dtype=torch.float64)
+            if slot.positive is None or slot.positive.shape != pos.shape:
+                slot.positive, slot.positive_n = pos, 0
+            else:
+                slot.positive = slot.positive + pos
+            slot.positive_n += z.numel() // max(z.shape[unit], 1)
         if self.keep_samples:
             slot.samples["pre"].append(self._sample(z))
 
@@ -179,7 +223,7 @@ class Recorder:
     def _rnn_pre(self, module: nn.Module, args: Any) -> Any:
         x = args[0] if args else None
         if not self._active or not isinstance(x, Tensor) or not x.is_floating_point() \
-                or not torch.is_grad_enabled():
+                or not torch.is_grad_enabled() or backward_id() != -1:
             return None
         if not x.requires_grad:
             x = x.detach().requires_grad_(True)  # so autograd computes dL/dx_t
@@ -231,6 +275,7 @@ class Recorder:
                 h.append(m.register_forward_hook(self._act_post, always_call=True))
             elif is_norm(m):
                 h.append(m.register_forward_pre_hook(self._norm_pre))
+                h.append(m.register_forward_hook(self._norm_post))
         for pid, (_, _, _, p) in self._params.items():
             if p.requires_grad:
                 h.append(p.register_hook(lambda g, pid=pid: self._param_grad(pid, g)))
@@ -287,9 +332,12 @@ class Recorder:
         order: list[_Slot] = []
         for s in self._order:
             order.append(s)
-            # A child layer its parent uses without calling it (MultiheadAttention.out_proj).
+            # A child layer its parent uses without calling it (MultiheadAttention.out_proj),
+            # also in a forward-only block, where no gradient shows it took part.
             order += [c for c in silent if c.name.startswith(s.name + ".")
-                      and any(self._pgrad[id(p)].passes for p in c.module.parameters(recurse=False))]
+                      and (isinstance(s.module, nn.MultiheadAttention)
+                           or any(self._pgrad[id(p)].passes
+                                  for p in c.module.parameters(recurse=False)))]
         for s in order:
             own = {pn: p for pn, p in s.module.named_parameters(recurse=False)}
             groups = weight_groups(s.module, own)
@@ -303,45 +351,14 @@ class Recorder:
                 tied = tuple(a for i in pids for a in self._aliases.get(i, [])
                              if not a.startswith(f"{s.name}.") and a.rsplit(".", 1)[0] != s.name)
                 bad = any(g.bad for g in gs)
-                row = self._row(s, suffix, wg, wn, frozen, tied, first, len(groups) > 1,
-                                suffix == groups[-1][0], bad)
+                w = getattr(s.module, "weight", None)
+                tied_emb = isinstance(w, Tensor) and id(w) in self._params \
+                    and self._params[id(w)][2] == "embedding"
+                row = layer_row(s, suffix, wg, wn, frozen, tied, first, len(groups) > 1,
+                                suffix == groups[-1][0], bad, tied_emb)
                 row.numel = sum(own[n].numel() for n in names)
                 rows.append(row)
         return rows
-
-    def _row(self, s: _Slot, suffix: str, wg: float, wn: float, frozen: bool,
-             tied: tuple[str, ...], first: int | None, split: bool, top: bool,
-             bad_grad: bool) -> LayerStats:
-        # An RNN's output is its top layer's: the forward columns go on that row only.
-        show = top or not split
-        if s.act.n and show:
-            pm, ps = s.pre.mean_std()
-            am, as_ = s.act.mean_std()
-            units = s.alive.numel() if s.alive is not None else 0
-            dead = (units - int(s.alive.sum())) / units if units else _NAN
-        elif show:
-            (pm, ps), (am, as_), dead = s.out.mean_std(), (_NAN, _NAN), _NAN
-        else:
-            pm = ps = am = as_ = dead = _NAN
-        sat = s.sat_count / s.sat_total if s.sat_total and show else _NAN
-        og = s.out_grad.norm() if show else _NAN
-        nonfinite = s.nonfinite or (show and s.out_grad.bad) or not math.isfinite(wn) or bad_grad
-        ratio = _NAN
-        tg = s.time_grads
-        if tg is not None and show:
-            ratio = float(tg.min() / tg.max()) if float(tg.max()) > 0 else _NAN
-        rl = "weight"
-        w = getattr(s.module, "weight", None)
-        if isinstance(w, Tensor):
-            rl = role(s.name, s.module, "weight")
-        elif isinstance(s.module, nn.MultiheadAttention):
-            rl = "qkv"
-        elif isinstance(s.module, nn.RNNBase):
-            rl = "recurrent"
-        return LayerStats(s.name + suffix, s.kind, s.activation if show else None, pm, ps, am,
-                          as_, sat, dead, wg, og, bool(nonfinite), wn, fan_in(s.module),
-                          s.calls, rl, s.feeds_norm, frozen, tied, ratio,
-                          first is not None and s.nonfinite_at == first)
 
     def samples(self, name: str) -> dict[str, Tensor]:
         """Kept values (``keep_samples`` > 0) of layer ``name``: pre, act and grad."""

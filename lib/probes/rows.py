@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
 
 from lib._checks import check_int
-from lib.probes._names import abbreviate
+from lib.probes._names import abbreviate, role
+from lib.probes.layers import fan_in
 
-__all__ = ["LayerStats", "ParamStats", "format_table"]
+if TYPE_CHECKING:
+    from lib.probes._state import _Slot
+
+__all__ = ["LayerStats", "ParamStats", "format_table", "layer_row"]
 
 _NAN = math.nan
 
@@ -92,3 +98,42 @@ def format_table(rows: Any, width: int = 24) -> str:
                      f"{f(r.weight_grad_norm, '10.2e')}{f(r.output_grad_norm, '10.2e')}  {mark}"
                      + (" (tied)" if r.tied else ""))
     return "\n".join(lines)
+
+
+def layer_row(s: _Slot, suffix: str, wg: float, wn: float, frozen: bool,
+              tied: tuple[str, ...], first: int | None, split: bool, top: bool,
+              bad_grad: bool, tied_embedding: bool) -> LayerStats:
+    """The report row of one layer (``suffix``: one layer and direction of an RNN)
+    from its accumulators ``s`` and the weight figures the recorder computed."""
+    # An RNN's output is its top layer's: the forward columns go on that row only.
+    show = top or not split
+    if s.act.n and show:
+        pm, ps = s.pre.mean_std()
+        am, as_ = s.act.mean_std()
+        units = s.alive.numel() if s.alive is not None else 0
+        dead = (units - int(s.alive.sum())) / units if units else _NAN
+    elif show:
+        (pm, ps), (am, as_), dead = s.out.mean_std(), (_NAN, _NAN), _NAN
+    else:
+        pm = ps = am = as_ = dead = _NAN
+    sat = s.sat_count / s.sat_total if s.sat_total and show else _NAN
+    og = s.out_grad.norm() if show else _NAN
+    nonfinite = s.nonfinite or (show and s.out_grad.bad) or not math.isfinite(wn) or bad_grad
+    ratio = _NAN
+    tg = s.time_grads
+    if tg is not None and show:
+        ratio = float(tg.min() / tg.max()) if float(tg.max()) > 0 else _NAN
+    rl = "weight"
+    w = getattr(s.module, "weight", None)
+    if isinstance(w, Tensor):
+        rl = role(s.name, s.module, "weight")
+        if tied_embedding:
+            rl = "embedding"  # tied to an embedding: not judged as a Linear's gain
+    elif isinstance(s.module, nn.MultiheadAttention):
+        rl = "qkv"
+    elif isinstance(s.module, nn.RNNBase):
+        rl = "recurrent"
+    return LayerStats(s.name + suffix, s.kind, s.activation if show else None, pm, ps, am,
+                      as_, sat, dead, wg, og, bool(nonfinite), wn, fan_in(s.module),
+                      s.calls, rl, s.feeds_norm, frozen, tied, ratio,
+                      first is not None and s.nonfinite_at == first)
