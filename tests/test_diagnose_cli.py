@@ -185,6 +185,8 @@ def test_cli_examples(capsys):
     (["--example", "nope"], "unknown example 'nope'"),
     (["--example", "healthy_mlp", "user_models:flat"], "at most one"),
     (["--example", "healthy_mlp", "--input-shape", "0"], "shape must be positive"),
+    (["user_models:other", "--input-shape", "3,x"], "shape must be positive"),
+    (["user_models:other", "--input-shape", "3,,4"], "shape must be positive"),
     (["--batch", "-3"], "positive integer"),
     (["--seed", "x"], "integer >= 0"),
     (["--vocab", "0"], "positive integer"),

@@ -59,11 +59,9 @@ MAX_BATCH = 65536
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
+    # "3,32,32" or "3x32x32"; every part a number ("3,x" and "3,,4" are refused)
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    shape = tuple(int(p) for p in parts) if all(p.isascii() and p.isdigit() for p in parts) else ()
     if not shape or any(s < 1 for s in shape):
         raise argparse.ArgumentTypeError(f"shape must be positive integers like 64 or 1,8,8; "
                                          f"got {text!r}")
