@@ -18,6 +18,7 @@ from lib._checks import default_loss
 from lib.diagnose.advice import CHAPTERS
 from lib.diagnose.rules import Diagnosis, _span
 from lib.diagnose.run import ModelError, _sequence_loss, diagnose_model
+from lib.probes._forward import output_tensor
 
 __all__ = ["main"]
 
@@ -196,9 +197,16 @@ def _infer_shape(model: nn.Module, vocab: int | None) -> tuple[tuple[int, ...], 
 
 
 def _targets(out: Any, x: Tensor, loss: str, gen: torch.Generator) -> tuple[Tensor, str]:
-    if not isinstance(out, Tensor) or not out.is_floating_point():
-        raise _CliError(f"the model must return a floating tensor, it returned "
-                        f"{type(out).__name__}; give a --loss that takes its output")
+    """Random targets shaped for the model's output (its logits, of a ModelOutput or dict)."""
+    try:
+        out = output_tensor(out)
+    except TypeError:
+        raise _CliError(f"cannot make random targets for an output of type "
+                        f"{type(out).__name__}: return a tensor, a tuple that starts with "
+                        f"one, or a 'logits' tensor (a Hugging Face ModelOutput), or give "
+                        f"--data MODULE:FUNCTION that returns (x, y)") from None
+    if not out.is_floating_point():
+        raise _CliError(f"the model's output must be floating, got {out.dtype}")
     if loss != "mse" and out.dim() == 2 and out.shape[1] > 1:
         return torch.randint(0, out.shape[1], (out.shape[0],), generator=gen), \
             f"random labels over {out.shape[1]} classes"

@@ -8,21 +8,12 @@ from torch import Tensor, nn
 from lib import probes as _probes
 from lib._checks import check_callable, check_loss, check_model_input, check_tensor
 from lib.diagnose.rules import Diagnosis, Thresholds, diagnose
-from lib.probes._forward import ModelError, call_model, default_output_loss
+from lib.probes._forward import ModelError, call_model, call_user, default_output_loss
 
 __all__ = ["ModelError", "diagnose_model"]
 
 #: The default loss (kept under its old private name for lib.diagnose.cli).
 _sequence_loss = default_output_loss
-
-
-def _call(what: str, fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except (KeyboardInterrupt, GeneratorExit):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - user code, SystemExit included, reported plainly
-        raise ModelError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor,
@@ -76,13 +67,13 @@ def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor
             # lib's own loss: its ValueError/TypeError name y and the shapes allowed
             loss = _sequence_loss(out, y)
         else:
-            loss = _call(f"the loss failed on the model's output ({shape}) and targets of "
+            loss = call_user(f"the loss failed on the model's output ({shape}) and targets of "
                          f"shape {tuple(y.shape)}", lambda: loss_fn(out, y))
         try:
             check_loss(loss, "the loss")
         except (TypeError, ValueError) as exc:  # the model's or loss_fn's doing, not an argument
             raise ModelError(str(exc)) from None
-        _call("the backward pass failed", loss.backward)
+        call_user("the backward pass failed", loss.backward)
     d = diagnose(rec.report(), thresholds=thresholds, parameters=rec.parameters())
     d.loss = float(loss.detach())
     d.coverage = rec.coverage()

@@ -17,17 +17,28 @@ an ``nn.Sequential`` (registration order need not be call order).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import Tensor, nn
 
 from lib._checks import default_loss
 
-__all__ = ["ModelError", "call_model", "output_tensor", "default_output_loss"]
+__all__ = ["ModelError", "call_model", "call_user", "output_tensor", "default_output_loss"]
 
 
 class ModelError(RuntimeError):
     """The model could not be run: its forward pass, loss or backward pass raised."""
+
+
+def call_user(what: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, user code (a loss, a backward pass), any failure raised as
+    :class:`ModelError` saying ``what`` failed, with the original chained."""
+    try:
+        return fn()
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code, SystemExit included, reported plainly
+        raise ModelError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def _params(module: nn.Module) -> list[Tensor]:

@@ -1,4 +1,4 @@
-r"""Running statistics that stay exact whatever the model's dtype.
+r"""Running statistics that stay accurate whatever the model's dtype and offset.
 
 Every reduction is done in float32 at least (float16 and bfloat16 entries are
 widened first, so that a sum of squares cannot overflow the half-precision
@@ -44,25 +44,35 @@ def norm(t: Tensor) -> float:
 
 
 class Moments:
-    r"""Count, sum and sum of squares of every entry seen, for mean and std.
+    r"""Count, mean and spread of every entry seen.
 
     .. math:: \mu = \frac{1}{n}\sum_i x_i, \qquad
-              \sigma = \sqrt{\tfrac{1}{n}\sum_i x_i^2 - \mu^2}
+              \sigma = \sqrt{\tfrac{1}{n}\sum_i (x_i - \mu)^2}
 
+    Each batch's sum of squared deviations comes from its sum and sum of
+    squares (fast) unless its spread is small next to its mean, where
+    :math:`\sum x^2 - n\mu^2` would cancel (a saturated sigmoid's outputs,
+    all near 1): there it is recomputed from the deviations themselves, in
+    float64. Batches are pooled with Chan et al.'s update, in float64.
     A NaN or Inf anywhere shows in the sums (:meth:`finite`).
     """
+
+    #: a batch whose variance is below this fraction of its mean square is recomputed
+    CANCELLATION = 1e-2
 
     def __init__(self) -> None:
         self.n = 0
         self.s = 0.0
         self.ss = 0.0
+        self.mean = 0.0
+        self.m2 = 0.0  # sum of squared deviations from the running mean
 
     def add(self, t: Tensor, total: Tensor | None = None) -> bool:
         """Add every entry of ``t``; returns whether they were all finite."""
         flat = _wide(t)
-        if flat.numel() == 0:
+        nb = flat.numel()
+        if nb == 0:
             return True
-        self.n += flat.numel()
         squares = float(torch.dot(flat, flat))
         if not SAFE_SQUARES[0] < squares < SAFE_SQUARES[1]:
             d = flat.double()
@@ -71,7 +81,19 @@ class Moments:
             s = float(total) if total is not None else float(flat.sum())
         self.s += s
         self.ss += squares
-        return math.isfinite(s) and math.isfinite(squares)
+        finite = math.isfinite(s) and math.isfinite(squares)
+        mb = s / nb
+        m2b = squares - s * mb
+        if finite and m2b < self.CANCELLATION * squares:
+            dev = flat.double() - mb
+            m2b = float(torch.dot(dev, dev))
+        m2b = max(m2b, 0.0)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean += delta * nb / n
+        self.m2 += m2b + delta * delta * self.n * nb / n
+        self.n = n
+        return finite
 
     def add_with_units(self, t: Tensor, nonnegative: bool = False,
                        unit_dim: int | None = None) -> tuple[bool, Tensor]:
@@ -107,7 +129,6 @@ class Moments:
     def mean_std(self) -> tuple[float, float]:
         if self.n == 0:
             return math.nan, math.nan
-        m = self.s / self.n
-        if not (math.isfinite(m) and math.isfinite(self.ss)):
-            return m, math.nan
-        return m, math.sqrt(max(self.ss / self.n - m * m, 0.0))
+        if not self.finite():
+            return self.s / self.n, math.nan
+        return self.mean, math.sqrt(max(self.m2 / self.n, 0.0))

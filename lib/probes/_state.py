@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
 from lib.activations import kinds as _kinds
 from lib.probes import _moments
@@ -27,22 +28,47 @@ def backward_id() -> int:
     return int(torch._C._current_graph_task_id())
 
 
+def step_norms(x: Any, batch_first: bool) -> Callable[[Tensor], Tensor]:
+    """For a recurrent layer's input ``x``: a function from dL/dx to its norm per time step.
+
+    ``x`` is a padded tensor (time first, or second with ``batch_first``) or a
+    ``PackedSequence`` (time-major, ``batch_sizes[t]`` rows for step t).
+    """
+    if isinstance(x, PackedSequence):
+        sizes = [int(b) for b in x.batch_sizes]
+
+        def packed(g: Tensor) -> Tensor:
+            rows = g.detach().double().pow(2).sum(dim=tuple(range(1, g.dim())))
+            return torch.stack([c.sum() for c in rows.split(sizes)]).sqrt()
+        return packed
+    time_dim = 1 if batch_first and x.dim() == 3 else 0
+    dims = [d for d in range(x.dim()) if d != time_dim]
+
+    def padded(g: Tensor) -> Tensor:
+        return g.detach().double().pow(2).sum(dim=dims).sqrt().reshape(-1)
+    return padded
+
+
 class _Grad:
     """Per-pass sums of squares of one gradient; reports their RMS norm.
 
-    A pass is one (forward pass, backward pass) pair: two ``backward()`` calls
-    through one retained graph are two passes, not one gradient whose squares
-    add up.
+    A pass is one backward pass (one ``backward()`` or ``autograd.grad`` call):
+    two calls through one retained graph are two passes, not one gradient
+    whose squares add up; several forward passes whose summed loss is
+    backpropagated once are one, for a layer's output gradient as for its
+    weight gradient. ``pass_id`` (the forward pass) is the key only outside
+    a backward pass.
     """
 
     __slots__ = ("passes", "bad")
 
     def __init__(self) -> None:
-        self.passes: dict[tuple[int, int], float] = {}
+        self.passes: dict[int, float] = {}
         self.bad = False  # a NaN/Inf entry was seen (NaN norm *with* a gradient recorded)
 
     def add(self, pass_id: int, squares: float) -> None:
-        key = (pass_id, backward_id())
+        task = backward_id()
+        key = task if task != -1 else -1 - pass_id
         self.passes[key] = self.passes.get(key, 0.0) + squares
         self.bad |= not math.isfinite(squares)
 
@@ -59,6 +85,7 @@ class _Slot:
         self.pre, self.act, self.out = _moments.Moments(), _moments.Moments(), _moments.Moments()
         self.sat_count, self.sat_total = 0, 0
         self.alive: Tensor | None = None
+        self.weight_used: Tensor | None = None  # a parametrised weight, as last computed
         # per unit, how many pre-activations were > 0 (Recorder.count_positive), of how many
         self.positive: Tensor | None = None
         self.positive_n = 0

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from lib._checks import check_callable, check_loss, check_model_input, check_tensor
-from lib.probes._forward import call_model, default_output_loss
+from lib.probes._forward import call_model, call_user, default_output_loss
 from lib.probes.recorder import Recorder, watch
 
 __all__ = ["gradient_norms", "hidden_outputs", "jacobian_singular_values", "active_fraction",
@@ -37,7 +37,8 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor,
     Raises:
         TypeError, ValueError: bad arguments, NaN/Inf in ``x`` or ``y``, or an
             ``x`` the layer it reaches first cannot take.
-        lib.diagnose.ModelError: the model's forward pass failed elsewhere.
+        lib.diagnose.ModelError: the model's forward pass failed elsewhere, or
+            ``loss_fn`` or the backward pass raised.
     """
     check_tensor(x, "x", finite=True)
     x = check_model_input(model, x, "x")
@@ -45,9 +46,13 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor,
     loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or default_output_loss
     model.zero_grad(set_to_none=True)
     with watch(model) as rec:
-        loss = loss_fn(call_model(model, x, "x"), y)
+        out = call_model(model, x, "x")
+        if loss_fn is default_output_loss:  # its errors name y and the shapes allowed
+            loss = loss_fn(out, y)
+        else:
+            loss = call_user("loss_fn(model(x), y) failed", lambda: loss_fn(out, y))
         check_loss(loss, "loss_fn(model(x), y)")
-        loss.backward()
+        call_user("the backward pass failed", loss.backward)
     return rec.column("weight_grad_norm")
 
 
@@ -91,19 +96,28 @@ def jacobian_singular_values(module: nn.Module, x: Tensor) -> Tensor:
     if x.dim() != 1 or x.numel() == 0:
         raise ValueError(f"x must be one input of shape (features,) or (1, features), "
                          f"got shape {tuple(x.shape)}")
-    x1 = check_model_input(module, x.unsqueeze(0), "x")
+    check_model_input(module, x.unsqueeze(0), "x")
     bn = [type(m).__name__ for m in module.modules()
           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if bn:
         raise ValueError(f"module is in training mode and holds {bn[0]}, whose batch statistics "
                          f"need more than one input: call module.eval() first")
-    with torch.no_grad():
-        probe_out = call_model(module, x1.detach(), "x")
+    # Autograd is off under torch.inference_mode (the Jacobian would be all zeros) and
+    # an inference tensor cannot join a graph: leave the mode, use a normal copy of x.
+    with torch.inference_mode(False):
+        x = x.detach().clone() if x.is_inference() else x.detach()
+        with torch.no_grad():
+            probe_out = call_model(module, x.unsqueeze(0), "x")
+        with torch.enable_grad():
+            return _svdvals_of_jacobian(module, x, probe_out)
+
+
+def _svdvals_of_jacobian(module: nn.Module, x: Tensor, probe_out: Any) -> Tensor:
     if not isinstance(probe_out, Tensor):
         raise TypeError(f"module must return one tensor, got {type(probe_out).__name__} "
                         f"(an nn.LSTM returns (output, state): wrap it to return the output)")
     jac = torch.autograd.functional.jacobian(lambda v: module(v.unsqueeze(0)).reshape(-1),
-                                             x.detach(), vectorize=False)
+                                             x, vectorize=False)
     if not bool(torch.isfinite(jac).all()):
         raise ValueError("the module's output or its Jacobian at x is not finite (NaN or Inf)")
     return torch.linalg.svdvals(jac.detach())

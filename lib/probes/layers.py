@@ -4,19 +4,39 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.rnn import PackedSequence
 
 from lib.activations import kinds as _kinds
 from lib.probes._names import is_norm
 
-__all__ = ["layer_modules", "weight_groups", "fan_in", "first_tensor", "unit_dim"]
+__all__ = ["layer_modules", "weight_groups", "fan_in", "first_tensor", "unit_dim",
+           "own_parameters", "check_acyclic", "plain_weight"]
+
+
+def own_parameters(module: nn.Module) -> dict[str, Tensor]:
+    """A layer's parameters by name: its own, and for a tensor it computes through
+    ``torch.nn.utils.parametrize`` (``weight_norm``, ``spectral_norm``,
+    ``orthogonal``) the originals the optimiser updates, named
+    ``parametrizations.weight.original0`` and so on."""
+    own = dict(module.named_parameters(recurse=False))
+    if parametrize.is_parametrized(module):
+        for name, plist in module.parametrizations.items():
+            for pn, p in plist.named_parameters(recurse=False):
+                own[f"parametrizations.{name}.{pn}"] = p
+    return own
 
 
 def _is_layer(module: nn.Module) -> bool:
-    own = [n for n, _ in module.named_parameters(recurse=False)]
-    if not own or is_norm(module) or _kinds.kind_of_module(module) is not None:
+    if isinstance(module, parametrize.ParametrizationList):
+        return False
+    if not own_parameters(module) or is_norm(module) \
+            or _kinds.kind_of_module(module) is not None:
         return False
     if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
         return True
+    if parametrize.is_parametrized(module):
+        return all(n == "parametrizations" for n, _ in module.named_children())
     return not any(True for _ in module.children())
 
 
@@ -47,10 +67,21 @@ def unit_dim(layer: nn.Module | None, t: Tensor) -> int:
     return max(t.dim() - 1, 0)
 
 
-def fan_in(module: nn.Module) -> int:
+def plain_weight(module: nn.Module) -> Tensor | None:
+    """``module.weight`` if it is a stored tensor; None if there is none or a
+    parametrisation computes it (reading it would compute it again, and run
+    ``spectral_norm``'s power iteration, changing the model)."""
+    if parametrize.is_parametrized(module, "weight"):
+        return None
+    w = getattr(module, "weight", None)
+    return w if isinstance(w, Tensor) else None
+
+
+def fan_in(module: nn.Module, weight: Tensor | None = None) -> int:
+    """The layer's fan-in, from ``weight`` (default: its stored weight)."""
     if isinstance(module, nn.MultiheadAttention):
         return int(module.embed_dim)
-    w = getattr(module, "weight", None)
+    w = weight if weight is not None else plain_weight(module)
     if isinstance(w, Tensor) and w.dim() >= 2:
         if type(module).__name__ == "Conv1D":  # Hugging Face's transposed Linear
             return int(w.shape[0])
@@ -59,10 +90,14 @@ def fan_in(module: nn.Module) -> int:
 
 
 def first_tensor(x: Any) -> Tensor | None:
+    """A module's output tensor: itself, a tuple's first element (``nn.LSTM``'s
+    ``(output, state)``), a ``PackedSequence``'s data, or ``last_hidden_state``."""
+    if isinstance(x, (tuple, list)) and x and not isinstance(x, PackedSequence):
+        x = x[0]
+    if isinstance(x, PackedSequence):
+        return x.data
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, (tuple, list)) and x and isinstance(x[0], Tensor):
-        return x[0]
     return getattr(x, "last_hidden_state", None) if hasattr(x, "last_hidden_state") else None
 
 
@@ -78,5 +113,25 @@ def weight_groups(module: nn.Module, own: dict[str, Tensor]) -> list[tuple[str, 
         return groups
     if "weight" in own:
         return [("", ["weight"])]
+    if any(n.startswith("parametrizations.weight.") for n in own):  # a parametrised weight
+        return [("", [n for n in own if n.startswith("parametrizations.weight.")])]
     weights = [n for n in own if "weight" in n] or list(own)
     return [("", weights)]
+
+
+def check_acyclic(model: nn.Module) -> None:
+    """Refuse a module that contains itself (``m.add_module('me', m)``): every walk
+    over its submodules with repeats, as the aliases of tied weights need, would recurse."""
+    path: set[int] = set()
+
+    def walk(m: nn.Module, name: str) -> None:
+        path.add(id(m))
+        for child_name, child in m.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if id(child) in path:
+                raise ValueError(f"model contains itself: its submodule {full!r} is one of "
+                                 f"its own ancestors")
+            walk(child, full)
+        path.discard(id(m))
+
+    walk(model, "")

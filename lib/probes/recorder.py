@@ -1,18 +1,25 @@
 """The probe itself: hooks that record per-layer and per-parameter statistics.
 
 A *layer* is a module that owns parameters directly (Linear, Conv, Hugging
-Face's Conv1D, Embedding, an RNN/LSTM/GRU, a MultiheadAttention), other than
-a normalisation or activation module; every parameter of the model, layers'
+Face's Conv1D, Embedding, an RNN/LSTM/GRU, a MultiheadAttention; also one
+whose weight is computed by ``torch.nn.utils.parametrizations``, whose
+originals then count as its weight), other than a normalisation or
+activation module; every parameter of the model, layers'
 or not (norm layers' affine weights, a ViT's ``cls_token``), has its own row
 in :meth:`Recorder.parameters`. What is measured, and when:
 
 * **forward** (every pass inside the block, pooled): each layer's output at
-  the moment it is produced; the *pre-activation* (the input of the first
-  activation that runs after the layer, read in a forward *pre*-hook, so an
-  in-place ``nn.ReLU(inplace=True)`` cannot overwrite it first) and the
-  *activation* (that activation's output). Activations are recognised by the
-  registry :mod:`lib.activations.kinds` (PyTorch's, Hugging Face's, and any
-  registered there); functional calls (``torch.relu(x)``, ``F.gelu(x)``,
+  the moment it is produced; the *pre-activation* (the input of the
+  activation applied to the layer's output, read in a forward *pre*-hook, so
+  an in-place ``nn.ReLU(inplace=True)`` cannot overwrite it first) and the
+  *activation* (that activation's output). An activation belongs to the
+  layer whose output it takes: that very tensor (through norm layers, or
+  added to in place, as a ResNet block's ``out += identity``), else the first
+  layer output reached back through its autograd graph (``relu(out +
+  shortcut(x))`` is the main branch's), else, with gradients off, the layer
+  that ran last; an activation of a parameter (a learned gate) is no layer's.
+  Activations are recognised by the registry :mod:`lib.activations.kinds`
+  (PyTorch's, Hugging Face's, and any registered there); functional calls (``torch.relu(x)``, ``F.gelu(x)``,
   ``x.relu()``) are recognised too while the model's forward runs (the
   registered functions are wrapped while a recorder is attached).
 * **backward**, captured when autograd computes them (tensor hooks on each
@@ -21,20 +28,23 @@ in :meth:`Recorder.parameters`. What is measured, and when:
   mislead. With several backward passes in the block, a gradient norm is the
   root mean square of the per-pass norms,
   :math:`\\sqrt{\\tfrac1P\\sum_p \\lVert g_p\\rVert^2}` (a second ``backward()``
-  through a retained graph is a pass of its own); a module called several
+  through a retained graph is a pass of its own; forward passes whose summed
+  loss is backpropagated once are one pass); a module called several
   times per pass has its calls' output gradients combined (``calls`` counts
   them). No gradient at all is NaN, reported as such.
 * **checkpointing**: a forward pass recomputed during backward
   (``torch.utils.checkpoint``) adds no forward statistics a second time.
 * **non-finite** values are traced in forward order: the first layer whose
   output holds NaN/Inf (``first_nonfinite``), and every parameter that holds them.
-* **through time**, for ``nn.RNN``/``nn.LSTM``/``nn.GRU``: the norm of the
-  gradient of the loss with respect to the input at each time step
+* **through time**, for ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (padded or as a
+  ``PackedSequence``): the norm of the gradient of the loss with respect to
+  the input at each time step
   (:meth:`Recorder.through_time`), whose smallest-to-largest ratio is
   ``time_grad_ratio``.
 
 All sums are accumulated in float32 at least and float64 where needed
-(:mod:`lib.probes._moments`), whatever the model's dtype.
+(:mod:`lib.probes._moments`), whatever the model's dtype; a spread small
+next to its mean (a saturated sigmoid) is computed from the deviations.
 """
 from __future__ import annotations
 
@@ -45,14 +55,15 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
 from lib._checks import SEED_MAX, check_bool, check_int, check_seed
 from lib.activations import kinds as _kinds
 from lib.probes import _moments
 from lib.probes._names import is_norm, role
-from lib.probes._state import _Grad, _Slot, backward_id, functional_off, functional_on
-from lib.probes.layers import first_tensor, layer_modules, unit_dim, weight_groups
-from lib.probes.rows import LayerStats, ParamStats, format_table, layer_row
+from lib.probes._state import _Grad, _Slot, backward_id, functional_off, functional_on, step_norms
+from lib.probes.layers import check_acyclic, first_tensor, layer_modules, unit_dim
+from lib.probes.rows import LayerStats, ParamStats, format_table, layer_rows
 
 __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "format_table"]
 
@@ -72,6 +83,12 @@ class Recorder:
         self.keep_samples = check_int(keep_samples, "keep_samples", ge=0)
         self.functional = check_bool(functional, "functional")
         self._gen = torch.Generator().manual_seed(check_seed(seed) % (SEED_MAX + 1))
+        check_acyclic(model)
+        lazy = [n for n, p in model.named_parameters()
+                if isinstance(p, nn.parameter.UninitializedParameter)]
+        if lazy:
+            raise ValueError(f"model has lazy parameters not yet initialised ({lazy[0]!r}): "
+                             f"run one forward pass, model(x), before watching it")
         self.model = model
         self._slots = [_Slot(n, m) for n, m in layer_modules(model)]
         self._by_module = {id(s.module): s for s in self._slots}
@@ -81,6 +98,7 @@ class Recorder:
         # Tensors known to come from a layer: its output, and what norm layers made of it
         # ({id: (weak reference, slot)}); an activation whose input is one is that layer's.
         self._made_by: dict[int, tuple[Any, _Slot]] = {}
+        self._made_fn: dict[int, tuple[Any, _Slot]] = {}  # the same by their autograd node
         self._handles: list[Any] = []
         self._active = False
         self._in_forward = 0
@@ -115,6 +133,8 @@ class Recorder:
         if self._in_forward == 1:
             self._pass += 1
             self._made_by.clear()
+            self._made_fn.clear()
+            self._last = self._last_out = None  # nothing of the last pass feeds this one
 
     def _root_post(self, module: nn.Module, args: Any, output: Any) -> None:
         self._in_forward = max(self._in_forward - 1, 0)
@@ -144,6 +164,8 @@ class Recorder:
         slot.paired_now = False
         self._last, self._last_out = slot, weakref.ref(out)
         self._made_by[id(out)] = (self._last_out, slot)
+        if out.grad_fn is not None:
+            self._made_fn[id(out.grad_fn)] = (out.grad_fn, slot)
         if out.requires_grad:
             p = self._pass
             out.register_hook(lambda g, s=slot, p=p: self._out_grad(s, p, g))
@@ -164,6 +186,8 @@ class Recorder:
             src = self._made_by.get(id(args[0]))
             if src is not None and src[0]() is args[0]:
                 self._made_by[id(output)] = (weakref.ref(output), src[1])
+                if output.grad_fn is not None:
+                    self._made_fn[id(output.grad_fn)] = (output.grad_fn, src[1])
 
     def _act_pre(self, module: nn.Module, args: Any) -> None:
         self._in_act += 1
@@ -175,13 +199,29 @@ class Recorder:
         if isinstance(output, Tensor):
             self._post(self._act_of[id(module)], output)
 
-    def _pre(self, kind: _kinds.Kind, z: Tensor) -> None:
-        slot = self._last
+    def _source(self, z: Tensor) -> _Slot | None:
+        """The layer whose activation ``z`` is (see the module docstring)."""
         src = self._made_by.get(id(z))
         if src is not None and src[0]() is z:
             # z is a layer's output (through norms, or added to in place as a residual
             # block's ``out += identity``): that layer's, even if another one ran since
-            slot = src[1]
+            return src[1]
+        if id(z) in self._params:
+            return None  # an activation of a parameter (a learned gate): no layer's
+        # z computed from layer outputs (``relu(out + shortcut(x))``): the first one
+        # reached walking its autograd graph back, operands in order
+        seen, frontier = 0, [z.grad_fn] if z.grad_fn is not None else []
+        while frontier and seen < 32:
+            node = frontier.pop(0)
+            seen += 1
+            hit = self._made_fn.get(id(node))
+            if hit is not None and hit[0] is node:
+                return hit[1]
+            frontier += [n for n, _ in node.next_functions if n is not None]
+        return self._last
+
+    def _pre(self, kind: _kinds.Kind, z: Tensor) -> None:
+        slot = self._source(z) if self._active and z.is_floating_point() else None
         if not self._active or slot is None or slot.paired_now or not z.is_floating_point() \
                 or backward_id() != -1:
             self._pending_act = None
@@ -222,24 +262,24 @@ class Recorder:
 
     def _rnn_pre(self, module: nn.Module, args: Any) -> Any:
         x = args[0] if args else None
-        if not self._active or not isinstance(x, Tensor) or not x.is_floating_point() \
+        packed = isinstance(x, PackedSequence)
+        data = x.data if packed else x
+        if not self._active or not isinstance(data, Tensor) or not data.is_floating_point() \
                 or not torch.is_grad_enabled() or backward_id() != -1:
             return None
-        if not x.requires_grad:
-            x = x.detach().requires_grad_(True)  # so autograd computes dL/dx_t
-        time_dim = 1 if getattr(module, "batch_first", False) and x.dim() == 3 else 0
+        if not data.requires_grad:
+            data = data.detach().requires_grad_(True)  # so autograd computes dL/dx_t
+            x = x._replace(data=data) if packed else data
         slot = self._by_module[id(module)]
-        dims = [d for d in range(x.dim()) if d != time_dim]
         p = self._pass
         call = slot.time_call(p)
+        per_step = step_norms(x, getattr(module, "batch_first", False))
 
         def on_grad(g: Tensor) -> None:
             if self._active:
-                gd = g.detach().double()
-                steps = gd.pow(2).sum(dim=dims).sqrt().reshape(-1)
-                slot.time_parts.setdefault(p, {})[call] = steps
+                slot.time_parts.setdefault(p, {})[call] = per_step(g)
 
-        x.register_hook(on_grad)
+        data.register_hook(on_grad)
         return (x,) + tuple(args[1:])
 
     def _param_grad(self, pid: int, grad: Tensor) -> None:
@@ -267,6 +307,12 @@ class Recorder:
             h.append(s.module.register_forward_hook(self._layer_hook))
             if isinstance(s.module, nn.RNNBase):
                 h.append(s.module.register_forward_pre_hook(self._rnn_pre))
+            plist = getattr(s.module, "parametrizations", None)
+            if plist is not None and "weight" in plist:
+                # the weight a parametrisation computes, as the layer uses it (reading
+                # module.weight here would run spectral_norm's power iteration again)
+                h.append(plist["weight"].register_forward_hook(
+                    lambda mod, args, w, s=s: setattr(s, "weight_used", w.detach())))
         for m in self.model.modules():
             kind = _kinds.kind_of_module(m)
             if kind is not None:
@@ -285,6 +331,10 @@ class Recorder:
 
     def detach(self) -> None:
         self._active = False
+        # autograd nodes hold our hooks, which hold us: drop the nodes, or neither is freed
+        self._made_fn.clear()
+        self._made_by.clear()
+        self._last = self._last_out = None
         functional_off(self)
         for h in self._handles:
             h.remove()
@@ -324,41 +374,7 @@ class Recorder:
 
     def report(self) -> list[LayerStats]:
         """One :class:`LayerStats` per layer that ran, in forward order."""
-        first = min((s.nonfinite_at for s in self._order if s.nonfinite_at is not None),
-                    default=None)
-        rows: list[LayerStats] = []
-        ran = {id(s) for s in self._order}
-        silent = [s for s in self._slots if id(s) not in ran]
-        order: list[_Slot] = []
-        for s in self._order:
-            order.append(s)
-            # A child layer its parent uses without calling it (MultiheadAttention.out_proj),
-            # also in a forward-only block, where no gradient shows it took part.
-            order += [c for c in silent if c.name.startswith(s.name + ".")
-                      and (isinstance(s.module, nn.MultiheadAttention)
-                           or any(self._pgrad[id(p)].passes
-                                  for p in c.module.parameters(recurse=False)))]
-        for s in order:
-            own = {pn: p for pn, p in s.module.named_parameters(recurse=False)}
-            groups = weight_groups(s.module, own)
-            for suffix, names in groups:
-                pids = [id(own[n]) for n in names]
-                gs = [self._pgrad[i] for i in pids if i in self._pgrad]
-                sq = [g.norm() ** 2 for g in gs if g.passes]
-                wg = math.sqrt(sum(sq)) if sq else _NAN
-                wn = math.sqrt(sum(_moments.sum_squares(own[n]) for n in names))
-                frozen = not any(own[n].requires_grad for n in names)
-                tied = tuple(a for i in pids for a in self._aliases.get(i, [])
-                             if not a.startswith(f"{s.name}.") and a.rsplit(".", 1)[0] != s.name)
-                bad = any(g.bad for g in gs)
-                w = getattr(s.module, "weight", None)
-                tied_emb = isinstance(w, Tensor) and id(w) in self._params \
-                    and self._params[id(w)][2] == "embedding"
-                row = layer_row(s, suffix, wg, wn, frozen, tied, first, len(groups) > 1,
-                                suffix == groups[-1][0], bad, tied_emb)
-                row.numel = sum(own[n].numel() for n in names)
-                rows.append(row)
-        return rows
+        return layer_rows(self)
 
     def samples(self, name: str) -> dict[str, Tensor]:
         """Kept values (``keep_samples`` > 0) of layer ``name``: pre, act and grad."""

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from lib._checks import check_int
+from lib.probes import _moments
 from lib.probes._names import abbreviate, role
-from lib.probes.layers import fan_in
+from lib.probes.layers import fan_in, own_parameters, plain_weight, weight_groups
 
 if TYPE_CHECKING:
     from lib.probes._state import _Slot
+    from lib.probes.recorder import Recorder
 
-__all__ = ["LayerStats", "ParamStats", "format_table", "layer_row"]
+__all__ = ["LayerStats", "ParamStats", "format_table", "layer_row", "layer_rows"]
 
 _NAN = math.nan
 
@@ -124,7 +126,7 @@ def layer_row(s: _Slot, suffix: str, wg: float, wn: float, frozen: bool,
     if tg is not None and show:
         ratio = float(tg.min() / tg.max()) if float(tg.max()) > 0 else _NAN
     rl = "weight"
-    w = getattr(s.module, "weight", None)
+    w = plain_weight(s.module) if s.weight_used is None else s.weight_used
     if isinstance(w, Tensor):
         rl = role(s.name, s.module, "weight")
         if tied_embedding:
@@ -134,6 +136,50 @@ def layer_row(s: _Slot, suffix: str, wg: float, wn: float, frozen: bool,
     elif isinstance(s.module, nn.RNNBase):
         rl = "recurrent"
     return LayerStats(s.name + suffix, s.kind, s.activation if show else None, pm, ps, am,
-                      as_, sat, dead, wg, og, bool(nonfinite), wn, fan_in(s.module),
+                      as_, sat, dead, wg, og, bool(nonfinite), wn, fan_in(s.module, w),
                       s.calls, rl, s.feeds_norm, frozen, tied, ratio,
                       first is not None and s.nonfinite_at == first)
+
+
+def layer_rows(rec: "Recorder") -> list[LayerStats]:
+    """One :class:`LayerStats` per layer that ran, in forward order (:meth:`Recorder.report`)."""
+    first = min((s.nonfinite_at for s in rec._order if s.nonfinite_at is not None),
+                default=None)
+    rows: list[LayerStats] = []
+    ran = {id(s) for s in rec._order}
+    silent = [s for s in rec._slots if id(s) not in ran]
+    order: list[_Slot] = []
+    for s in rec._order:
+        order.append(s)
+        # A child layer its parent uses without calling it (MultiheadAttention.out_proj),
+        # also in a forward-only block, where no gradient shows it took part.
+        prefix = f"{s.name}." if s.name else ""
+        order += [c for c in silent if c.name.startswith(prefix) and c is not s
+                  and (isinstance(s.module, nn.MultiheadAttention)
+                       or any(rec._pgrad[id(p)].passes
+                              for p in own_parameters(c.module).values()))]
+    for s in order:
+        own = own_parameters(s.module)
+        groups = weight_groups(s.module, own)
+        for suffix, names in groups:
+            pids = [id(own[n]) for n in names]
+            gs = [rec._pgrad[i] for i in pids if i in rec._pgrad]
+            sq = [g.norm() ** 2 for g in gs if g.passes]
+            wg = math.sqrt(sum(sq)) if sq else _NAN
+            wn = math.sqrt(sum(_moments.sum_squares(own[n]) for n in names))
+            numel = sum(own[n].numel() for n in names)
+            if s.weight_used is not None and names[0].startswith("parametrizations.weight."):
+                # the weight the layer used (its originals are what the optimiser moves)
+                wn, numel = _moments.norm(s.weight_used), s.weight_used.numel()
+            frozen = not any(own[n].requires_grad for n in names)
+            tied = tuple(a for i in pids for a in rec._aliases.get(i, [])
+                         if not a.startswith(f"{s.name}.") and a.rsplit(".", 1)[0] != s.name)
+            bad = any(g.bad for g in gs)
+            w = plain_weight(s.module)
+            tied_emb = isinstance(w, Tensor) and id(w) in rec._params \
+                and rec._params[id(w)][2] == "embedding"
+            row = layer_row(s, suffix, wg, wn, frozen, tied, first, len(groups) > 1,
+                            suffix == groups[-1][0], bad, tied_emb)
+            row.numel = numel
+            rows.append(row)
+    return rows
