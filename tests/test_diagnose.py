@@ -29,8 +29,16 @@ def test_rules_on_handmade_reports():
     assert dg.diagnose(body).healthy
     # Just inside and just outside each threshold; the reference is 'top' (before the output).
     assert dg.diagnose([row("a", og=2e-3), *body[1:]]).healthy
-    assert dg.diagnose([row("a", og=5e-4), *body[1:]]).labels == ["vanishing"]
+    # a small backward signal with a normal relative update: the forward signal shrank as
+    # much, and the layer still learns at the top's rate (a note, no verdict)
+    small_signal = dg.diagnose([row("a", og=5e-4), *body[1:]])
+    assert small_signal.healthy and "forward signal" in small_signal.layers[0].note
+    assert dg.diagnose([row("a", og=5e-4, wg=5e-4), *body[1:]]).labels == ["vanishing"]
     assert dg.diagnose([row("a", wg=5e-4), *body[1:]]).labels == ["vanishing"]
+    # where the update is not judged (a layer feeding a norm layer) the signal decides
+    normed = [row(n, feeds_norm=True) for n in ("a", "b", "top")] + [row("out")]
+    normed[0].output_grad_norm = 5e-4
+    assert dg.diagnose(normed).labels == ["vanishing"]
     assert dg.diagnose([row("a", og=2e3), *body[1:]]).labels == ["exploding"]
     assert dg.diagnose([row("a", dead=0.5), *body[1:]]).labels == ["dead"]
     assert dg.diagnose([row("a", sat=0.6, act="tanh"), *body[1:]]).labels == ["saturated"]
@@ -38,7 +46,7 @@ def test_rules_on_handmade_reports():
     assert dg.diagnose([row("a", time_grad_ratio=1e-5), *body[1:]]).labels == ["vanishing"]
     # Sum instead of mean reduction scales every gradient alike: same verdict.
     scaled = [row(r.name, wg=256 * r.weight_grad_norm, og=256 * r.output_grad_norm)
-              for r in [row("a", og=5e-4), *body[1:]]]
+              for r in [row("a", og=5e-4, wg=5e-4), *body[1:]]]
     assert dg.diagnose(scaled).labels == ["vanishing"]
     # Exempt: attention query/key (tiny at init by design); a layer feeding a norm layer.
     assert dg.diagnose([row("a", og=1e-6, wg=1e-6, role="query"), *body[1:]]).healthy

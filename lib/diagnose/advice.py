@@ -73,6 +73,10 @@ FIX_VANISHING_BOUNDED = ("replace sigmoid/tanh in the hidden layers by ReLU with
                          "keep them and add normalisation or residual connections")
 FIX_VANISHING_NORM = ("the normalisation layers' scales (weights) are tiny: reset them to 1 "
                       "(nn.init.ones_) so that each block passes its signal on")
+#: the fix for dead units behind normalisation layers whose scales are zero or tiny
+FIX_DEAD_NORM = ("the normalisation layers' scales (weights) are tiny, so their outputs sit "
+                 "at the bias and the ReLU after them never fires: reset the scales to 1 "
+                 "(nn.init.ones_)")
 FIX_VANISHING_TIME = ("the gradient fades through time: put the loss on every time step or "
                       "shorten the sequences, set the LSTM forget-gate bias to 1, or use a "
                       "gated/attention model over long spans")

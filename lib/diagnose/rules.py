@@ -29,11 +29,22 @@ output layer is the top's reference, not judged by them.
 * **dead** / **saturated** - more than ``dead_fraction`` of a layer's units
   output zero on the whole batch / more than ``saturated_fraction`` of its
   bounded activation's inputs lie where the derivative is below 5 % of its peak.
+  Dead units are judged only where each unit saw ``dead_min_samples`` values
+  at least (a healthy ReLU unit is off on :math:`n` examples with probability
+  about :math:`2^{-n}`: on a batch of 2, a quarter of them look dead).
 * **large-weights** - gain :math:`\gamma_l` above ``large_gain`` (He's is
   :math:`\sqrt2`, PyTorch's default :math:`1/\sqrt3`, GPT-2's :math:`0.02\sqrt{d}`).
-* **vanishing** - :math:`s_l` or :math:`u_l` below ``vanishing_ratio``; for a
-  recurrent layer, also the gradient reaching its earliest input step below
-  ``time_ratio`` times the largest (vanishing through time).
+* **vanishing** - :math:`u_l` below ``vanishing_ratio`` (:math:`s_l`, where
+  :math:`u_l` is not judged: a layer feeding a normalisation layer; a small
+  :math:`s_l` beside a normal :math:`u_l` means the forward signal shrinks as
+  much and every layer still moves at the same relative rate); for a
+  recurrent layer, also the weakest gradient reaching an input step below
+  ``time_ratio`` times the largest (vanishing through time; steps that get no
+  gradient at all, such as padding after a sequence's end, are left out). A
+  layer whose gradient is exactly zero while the model holds a parameter
+  tensor that is exactly zero (a residual branch's last norm scale or weight
+  under ``zero_init_residual``, SkipInit or Fixup) is not vanishing: the zero
+  is the initialisation's, and the first update opens the path.
 
 Two kinds of layer are exempt where their scale means nothing. A layer that
 *feeds a normalisation layer* directly (a conv before BatchNorm) is
@@ -56,6 +67,7 @@ from lib._checks import check_int, check_number
 from lib.activations import kinds as _kinds
 from lib.diagnose.advice import (
     FIX,
+    FIX_DEAD_NORM,
     FIX_VANISHING_BOUNDED,
     FIX_VANISHING_NORM,
     FIX_VANISHING_TIME,
@@ -82,6 +94,7 @@ class Thresholds:
     large_gain: float = 3.0
     time_ratio: float = 1e-3
     norm_scale: float = 0.01
+    dead_min_samples: int = 8
 
     def __post_init__(self) -> None:
         for name in ("vanishing_ratio", "exploding_ratio", "large_gain", "time_ratio",
@@ -94,6 +107,8 @@ class Thresholds:
             if v >= 1:
                 raise ValueError(f"Thresholds.{name} must be a fraction in [0, 1), got {v!r}")
             object.__setattr__(self, name, v)
+        object.__setattr__(self, "dead_min_samples",
+                           check_int(self.dead_min_samples, "Thresholds.dead_min_samples", ge=1))
         if self.vanishing_ratio >= self.exploding_ratio:
             raise ValueError("Thresholds.vanishing_ratio must be below exploding_ratio")
 
@@ -287,6 +302,9 @@ def diagnose(report: Sequence[_probes.LayerStats], *, thresholds: Thresholds | N
     refs_s, refs_u = _references(rows, sig), _references(rows, upd)
     any_grad = any(_ok(r.weight_grad_norm) or _ok(r.output_grad_norm) for r in rows)
     origin = _nonfinite_origin(rows)
+    # parameter tensors that are exactly zero on purpose (zero_init_residual, SkipInit, Fixup)
+    zeros = [p.name for p in params if p.requires_grad and p.numel and p.weight_norm == 0
+             and p.role in ("norm", "weight", "bare") and not p.name.endswith("bias")]
 
     verdicts = []
     for r, s, u, ref_s, ref_u in zip(rows, sig, upd, refs_s, refs_u):
@@ -310,16 +328,27 @@ def diagnose(report: Sequence[_probes.LayerStats], *, thresholds: Thresholds | N
             if (math.isfinite(rs) and rs > th.exploding_ratio) or \
                     (math.isfinite(ru) and ru > th.exploding_ratio):
                 flags.append("exploding")
-            if not math.isnan(r.dead) and r.dead > th.dead_fraction:
+            few = 0 < r.unit_samples < th.dead_min_samples
+            if few and not math.isnan(r.dead):
+                notes.append(f"dead units not judged: {r.unit_samples} value(s) per unit "
+                             f"(needs {th.dead_min_samples})")
+            elif not math.isnan(r.dead) and r.dead > th.dead_fraction:
                 flags.append("dead")
             if not math.isnan(r.saturated) and r.saturated > th.saturated_fraction:
                 flags.append("saturated")
             if math.isfinite(gain) and gain > th.large_gain:
                 flags.append("large-weights")
-            if (math.isfinite(rs) and rs < th.vanishing_ratio) or \
-                    (math.isfinite(ru) and ru < th.vanishing_ratio) or \
+            blocked = bool(zeros) and r.weight_grad_norm == 0.0
+            if blocked:
+                notes.append(f"zero gradient behind zero-initialised {zeros[0]!r}: opens "
+                             f"after the first update")
+            elif (math.isfinite(ru) and ru < th.vanishing_ratio) or \
+                    (not math.isfinite(ru) and math.isfinite(rs) and rs < th.vanishing_ratio) or \
                     (math.isfinite(r.time_grad_ratio) and r.time_grad_ratio < th.time_ratio):
                 flags.append("vanishing")
+            elif math.isfinite(rs) and rs < th.vanishing_ratio:
+                notes.append("backward signal small, but the forward signal shrinks as much: "
+                             "its relative update is the top layer's order")
         verdicts.append(LayerVerdict(r.name, r.kind, r.activation, r.weight_grad_norm, ru, rs,
                                      r.saturated, r.dead, bool(r.nonfinite), tuple(flags), gain,
                                      r.time_grad_ratio, "; ".join(notes)))
@@ -376,6 +405,10 @@ def _issue(kind: str, rows: list[LayerVerdict], th: Thresholds,
         worst = max(rows, key=lambda v: v.dead)
         evidence = (f"up to {worst.dead:.0%} of the units of '{worst.name}' output zero for every "
                     f"example, so no gradient passes them (limit {th.dead_fraction:.0%})")
+        scale = _norm_scale(params)
+        if scale is not None and scale < th.norm_scale:
+            fix = FIX_DEAD_NORM
+            evidence += f"; the normalisation layers' weights are tiny (median RMS {scale:.1e})"
     elif kind == "saturated":
         worst = max(rows, key=lambda v: v.saturated)
         evidence = (f"{worst.saturated:.0%} of the pre-activations of '{worst.name}' sit where the "
@@ -386,7 +419,7 @@ def _issue(kind: str, rows: list[LayerVerdict], th: Thresholds,
                  and v.time_grad_ratio < th.time_ratio]
         first = rows[0]
         if timed:
-            evidence = (f"through time: the gradient reaching the earliest step of "
+            evidence = (f"through time: the weakest gradient reaching an input step of "
                         f"'{timed[0].name}' is {timed[0].time_grad_ratio:.1e} times the largest "
                         f"step's (limit {th.time_ratio:g})")
             fix = FIX_VANISHING_TIME
@@ -394,15 +427,20 @@ def _issue(kind: str, rows: list[LayerVerdict], th: Thresholds,
             low = min(_f(first.relative_signal, 1), _f(first.relative_grad, 1))
             evidence = (f"the gradient reaching '{first.name}' is {low:.1e} times the top "
                         f"layer's (limit {th.vanishing_ratio:g})")
-        norms = [p.weight_norm / math.sqrt(p.numel) for p in params
-                 if p.role == "norm" and p.name.endswith("weight") and p.numel]
-        if norms and sorted(norms)[len(norms) // 2] < th.norm_scale:
+        scale = _norm_scale(params)
+        if scale is not None and scale < th.norm_scale:
             fix = FIX_VANISHING_NORM
-            evidence += (f"; the normalisation layers' weights are tiny (median RMS "
-                         f"{sorted(norms)[len(norms) // 2]:.1e})")
+            evidence += f"; the normalisation layers' weights are tiny (median RMS {scale:.1e})"
         elif not timed and any(_bounded(v.activation) for v in rows):
             fix, see_also = FIX_VANISHING_BOUNDED, ("ch-sigmoid-tanh", "ch-relu", "ch-init")
     return Issue(kind, names, evidence, fix, LABELS[kind], see_also)
+
+
+def _norm_scale(params: list[_probes.ParamStats]) -> float | None:
+    """The median RMS of the normalisation layers' weights, None without any."""
+    norms = sorted(p.weight_norm / math.sqrt(p.numel) for p in params
+                   if p.role == "norm" and p.name.endswith("weight") and p.numel)
+    return norms[len(norms) // 2] if norms else None
 
 
 def _bounded(name: str | None) -> bool:

@@ -85,6 +85,7 @@ class _Slot:
         self.pre, self.act, self.out = _moments.Moments(), _moments.Moments(), _moments.Moments()
         self.sat_count, self.sat_total = 0, 0
         self.alive: Tensor | None = None
+        self.unit_samples = 0  # values per unit behind ``alive``
         self.weight_used: Tensor | None = None  # a parametrised weight, as last computed
         # per unit, how many pre-activations were > 0 (Recorder.count_positive), of how many
         self.positive: Tensor | None = None

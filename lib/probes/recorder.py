@@ -70,6 +70,16 @@ __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "fo
 _NAN = math.nan
 
 
+def _normalises(norm: nn.Module) -> bool:
+    """Whether ``norm`` divides by the statistics of its input (so the layer before it is
+    scale-invariant): not a BatchNorm/InstanceNorm in eval mode using running statistics,
+    which is a fixed affine map."""
+    running = isinstance(norm, (nn.modules.batchnorm._BatchNorm,
+                                nn.modules.instancenorm._InstanceNorm))
+    return not (running and not norm.training and norm.track_running_stats
+                and getattr(norm, "running_var", None) is not None)
+
+
 class Recorder:
     """Collects statistics while attached; see :func:`watch` and the module docstring."""
 
@@ -178,7 +188,7 @@ class Recorder:
 
     def _norm_pre(self, module: nn.Module, args: Any) -> None:
         if self._active and self._last is not None and args and self._last_out is not None \
-                and args[0] is self._last_out():
+                and args[0] is self._last_out() and _normalises(module):
             self._last.feeds_norm = True
 
     def _norm_post(self, module: nn.Module, args: Any, output: Any) -> None:
@@ -253,10 +263,11 @@ class Recorder:
         self._last = None
         _, alive = slot.act.add_with_units(output, kind.nonnegative,
                                            unit_dim(slot.module, output))
+        per_unit = output.numel() // max(alive.numel(), 1)
         if slot.alive is None or slot.alive.shape != alive.shape:
-            slot.alive = alive
+            slot.alive, slot.unit_samples = alive, per_unit
         else:
-            slot.alive = slot.alive | alive
+            slot.alive, slot.unit_samples = slot.alive | alive, slot.unit_samples + per_unit
         if self.keep_samples:
             slot.samples["act"].append(self._sample(output))
 

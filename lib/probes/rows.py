@@ -48,6 +48,8 @@ class LayerStats:
     time_grad_ratio: float = _NAN
     first_nonfinite: bool = False
     numel: int = 0
+    #: values each unit's activation was seen with (batch x positions, pooled over calls)
+    unit_samples: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,7 +126,8 @@ def layer_row(s: _Slot, suffix: str, wg: float, wn: float, frozen: bool,
     ratio = _NAN
     tg = s.time_grads
     if tg is not None and show:
-        ratio = float(tg.min() / tg.max()) if float(tg.max()) > 0 else _NAN
+        got = tg[tg > 0]  # steps with no gradient at all (padding) are not on the path
+        ratio = float(got.min() / got.max()) if got.numel() else _NAN
     rl = "weight"
     w = plain_weight(s.module) if s.weight_used is None else s.weight_used
     if isinstance(w, Tensor):
@@ -135,10 +138,12 @@ def layer_row(s: _Slot, suffix: str, wg: float, wn: float, frozen: bool,
         rl = "qkv"
     elif isinstance(s.module, nn.RNNBase):
         rl = "recurrent"
-    return LayerStats(s.name + suffix, s.kind, s.activation if show else None, pm, ps, am,
-                      as_, sat, dead, wg, og, bool(nonfinite), wn, fan_in(s.module, w),
-                      s.calls, rl, s.feeds_norm, frozen, tied, ratio,
-                      first is not None and s.nonfinite_at == first)
+    row = LayerStats(s.name + suffix, s.kind, s.activation if show else None, pm, ps, am,
+                     as_, sat, dead, wg, og, bool(nonfinite), wn, fan_in(s.module, w),
+                     s.calls, rl, s.feeds_norm, frozen, tied, ratio,
+                     first is not None and s.nonfinite_at == first)
+    row.unit_samples = s.unit_samples if show and s.act.n else 0
+    return row
 
 
 def layer_rows(rec: "Recorder") -> list[LayerStats]:
