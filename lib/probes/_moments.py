@@ -66,6 +66,7 @@ class Moments:
         self.ss = 0.0
         self.mean = 0.0
         self.m2 = 0.0  # sum of squared deviations from the running mean
+        self.last: tuple[int, float, float, float] | None = None  # the last batch's sums
 
     def add(self, t: Tensor, total: Tensor | None = None) -> bool:
         """Add every entry of ``t``; returns whether they were all finite."""
@@ -87,13 +88,24 @@ class Moments:
         if finite and m2b < self.CANCELLATION * squares:
             dev = flat.double() - mb
             m2b = float(torch.dot(dev, dev))
-        m2b = max(m2b, 0.0)
+        self.last = (nb, s, squares, max(m2b, 0.0))
+        self._pool(nb, mb, self.last[3])
+        return finite
+
+    def add_batch(self, batch: tuple[int, float, float, float]) -> None:
+        """Add a batch another :class:`Moments` summed (its ``last``): the same tensor."""
+        nb, s, squares, m2b = batch
+        self.s += s
+        self.ss += squares
+        self.last = batch
+        self._pool(nb, s / nb, m2b)
+
+    def _pool(self, nb: int, mb: float, m2b: float) -> None:
         n = self.n + nb
         delta = mb - self.mean
         self.mean += delta * nb / n
         self.m2 += m2b + delta * delta * self.n * nb / n
         self.n = n
-        return finite
 
     def add_with_units(self, t: Tensor, nonnegative: bool = False,
                        unit_dim: int | None = None) -> tuple[bool, Tensor]:

@@ -86,6 +86,9 @@ class _Slot:
         self.sat_count, self.sat_total = 0, 0
         self.alive: Tensor | None = None
         self.unit_samples = 0  # values per unit behind ``alive``
+        # (id, version, sums) of the layer's last output: the activation's input when it is
+        # that very tensor, unchanged, so its sums need not be taken twice
+        self.out_batch: tuple[int, int | None, Any] | None = None
         self.weight_used: Tensor | None = None  # a parametrised weight, as last computed
         # per unit, how many pre-activations were > 0 (Recorder.count_positive), of how many
         self.positive: Tensor | None = None

@@ -70,6 +70,14 @@ __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "fo
 _NAN = math.nan
 
 
+def _version(t: Tensor) -> int | None:
+    """``t``'s in-place version counter (None for an inference tensor, which has none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 def _normalises(norm: nn.Module) -> bool:
     """Whether ``norm`` divides by the statistics of its input (so the layer before it is
     scale-invariant): not a BatchNorm/InstanceNorm in eval mode using running statistics,
@@ -168,6 +176,7 @@ class Recorder:
         self._calls += 1
         if out.is_floating_point():
             finite = slot.out.add(out)
+            slot.out_batch = (id(out), _version(out), slot.out.last)
             if not finite and slot.nonfinite_at is None:
                 slot.nonfinite_at = self._calls
             slot.nonfinite |= not finite
@@ -239,7 +248,12 @@ class Recorder:
         slot.paired_now = True
         slot.activation = kind.name
         self._pending_act = slot
-        slot.pre.add(z)
+        ob = slot.out_batch
+        if ob is not None and ob[0] == id(z) and ob[1] is not None and ob[1] == _version(z) \
+                and ob[2] is not None:
+            slot.pre.add_batch(ob[2])  # the layer's output itself, unchanged: summed already
+        else:
+            slot.pre.add(z)
         thr = kind.saturation
         if thr is not None:
             slot.sat_count += int((z.detach().abs() > thr).sum())
