@@ -141,6 +141,12 @@ def _load(target: str, what: str) -> Callable[..., Any]:
             if spec is None or spec.loader is None:
                 raise _CliError(f"cannot import {mod_name!r}: not a Python file")
             module = importlib.util.module_from_spec(spec)
+            # as `python FILE.py` would: the file's folder on sys.path (its sibling
+            # imports), and the module registered (dataclasses look it up by name)
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            sys.modules.setdefault(spec.name, module)
             _guard(f"cannot import {mod_name!r}", lambda: spec.loader.exec_module(module))
         else:
             module = _guard(f"cannot import module {mod_name!r}",

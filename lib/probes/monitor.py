@@ -23,7 +23,16 @@ the gradient norm, the dead and saturated fractions, and per parameter the
 
 whatever the optimiser did (momentum, Adam's scaling, weight decay, clipping).
 Karpathy's rule of thumb (makemore, part 3) is :math:`\log_{10} r \approx -3`.
-Steps in between run with no hook attached.
+Steps in between run with no hook attached; forward passes without gradients
+(a validation pass under ``torch.no_grad``) are not part of a step, and the
+weights are copied when the step's first forward pass with gradients starts.
+
+The gradient norm is the recorder's (:mod:`lib.probes.recorder`): with
+gradient accumulation over micro-batches, the root mean square of the
+micro-batches' gradient norms, not the norm of the summed ``.grad`` the
+optimiser steps with; with ``torch.amp.GradScaler``, the gradient of the
+*scaled* loss (divide by ``scaler.get_scale()``). The update ratio is always
+the step the optimiser took.
 """
 from __future__ import annotations
 
@@ -82,6 +91,7 @@ class Monitor:
         self._rec: Recorder | None = None
         self._before: dict[str, Tensor] = {}
         self._closed = False
+        self._snap_hook: Any = None
         self._arm()
 
     # -- the loop ---------------------------------------------------------------
@@ -89,8 +99,19 @@ class Monitor:
         if self._step % self.every:
             return
         self._rec = Recorder(self.model, keep_samples=self.samples, seed=self.seed + self._step)
-        self._before = {n: p.detach().clone() for n, p in self._named()}
+        # forward passes without gradients between steps (validation under no_grad, sampling)
+        # are not the step's: the recorder skips them
+        self._rec.grad_only = True
+        self._before = {}
         self._rec.attach()
+        if self._snap_hook is None:
+            self._snap_hook = self.model.register_forward_pre_hook(self._snapshot)
+
+    def _snapshot(self, module: nn.Module, args: Any) -> None:
+        # The weights as the monitored step's first forward pass with gradients finds them:
+        # whatever changed them since the last step (.to(), load_state_dict) is no update.
+        if self._rec is not None and not self._before and torch.is_grad_enabled():
+            self._before = {n: p.detach().clone() for n, p in self._named()}
 
     def _named(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -135,9 +156,11 @@ class Monitor:
                 ratios[n] = d / w if w > 0 else math.nan
         self._before = {}
         acts, grads = {}, {}
+        layers = {n for n, _ in rec._by_name()}
         for r in report:
-            base = r.name.split("[")[0]
-            kept = rec.samples(base) if self.samples else {}
+            # an RNN's rows are '<layer>[l0]', '<layer>[l0_reverse]'; a name may hold '[' itself
+            base = r.name if r.name in layers else r.name.rsplit("[", 1)[0]
+            kept = rec.samples(base) if self.samples and base in layers else {}
             if kept and kept["act"].numel():
                 acts[r.name] = kept["act"]
             if kept and kept["grad"].numel():
@@ -154,6 +177,9 @@ class Monitor:
         if self._rec is not None:
             self._rec.detach()
             self._rec = None
+        if self._snap_hook is not None:
+            self._snap_hook.remove()
+            self._snap_hook = None
         self._closed = True
 
     def __enter__(self) -> "Monitor":
@@ -169,14 +195,18 @@ class Monitor:
 
     def series(self, field_name: str) -> dict[str, list[float]]:
         """``{name: [value at each monitored step]}`` for ``grad_norm``, ``update_ratio``,
-        ``dead``, ``saturated`` or ``act_std``."""
+        ``dead``, ``saturated`` or ``act_std``; each list is aligned with :attr:`steps`
+        (NaN where that name was not recorded)."""
         allowed = ("grad_norm", "update_ratio", "dead", "saturated", "act_std")
         if field_name not in allowed:
             raise ValueError(f"field must be one of {', '.join(allowed)}; got {field_name!r}")
+        steps = self.steps
         out: dict[str, list[float]] = {}
-        for s in self.steps:
+        for i, s in enumerate(steps):
             for k, v in getattr(self.history[s], field_name).items():
-                out.setdefault(k, []).append(v)
+                # aligned with .steps: NaN where the name was not recorded (a layer
+                # that did not run, a parameter frozen at that step)
+                out.setdefault(k, [math.nan] * len(steps))[i] = v
         return out
 
     def to_tensorboard(self, log_dir: str | Path | Any) -> list[str]:

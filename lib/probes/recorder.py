@@ -70,6 +70,16 @@ __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "fo
 _NAN = math.nan
 
 
+def _fits(layer: nn.Module, z: Tensor) -> bool:
+    """Whether ``z`` can be the activation of ``layer``'s units: as many channels (a
+    conv) or features as it has. ``relu(cat([a(x), b(x)]))`` is neither a's nor b's."""
+    units = getattr(layer, "out_channels", None) if isinstance(
+        layer, nn.modules.conv._ConvNd) else getattr(layer, "out_features", None)
+    if not isinstance(units, int) or z.dim() == 0:
+        return True
+    return z.shape[unit_dim(layer, z)] == units
+
+
 def _version(t: Tensor) -> int | None:
     """``t``'s in-place version counter (None for an inference tensor, which has none)."""
     try:
@@ -127,6 +137,9 @@ class Recorder:
         self._pending_act: _Slot | None = None
         #: count, per unit, the pre-activations > 0 (for :func:`active_fraction`)
         self.count_positive = False
+        #: record forward statistics only of passes run with gradients enabled (Monitor)
+        self.grad_only = False
+        self._skip_pass = False
         # Every parameter once (tied ones share a row), with every name it goes by.
         self._params: dict[int, tuple[str, str, str, nn.Parameter]] = {}
         self._aliases: dict[int, list[str]] = {}
@@ -149,6 +162,7 @@ class Recorder:
     def _root_pre(self, module: nn.Module, args: Any) -> None:
         self._in_forward += 1
         if self._in_forward == 1:
+            self._skip_pass = self.grad_only and not torch.is_grad_enabled()
             self._pass += 1
             self._made_by.clear()
             self._made_fn.clear()
@@ -159,8 +173,8 @@ class Recorder:
 
     def _layer_hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
         out = first_tensor(output)
-        if not self._active or out is None:
-            return
+        if not self._active or out is None or self._skip_pass or out.numel() == 0:
+            return  # an empty output (an expert routed no token) is no call of the layer
         slot = self._by_module[id(module)]
         if backward_id() != -1:
             # A forward pass recomputed during backward (activation checkpointing): its
@@ -235,12 +249,13 @@ class Recorder:
             seen += 1
             hit = self._made_fn.get(id(node))
             if hit is not None and hit[0] is node:
-                return hit[1]
+                return hit[1] if _fits(hit[1].module, z) else None
             frontier += [n for n, _ in node.next_functions if n is not None]
-        return self._last
+        return self._last if self._last is not None and _fits(self._last.module, z) else None
 
     def _pre(self, kind: _kinds.Kind, z: Tensor) -> None:
-        slot = self._source(z) if self._active and z.is_floating_point() else None
+        ok = self._active and z.is_floating_point() and not self._skip_pass
+        slot = self._source(z) if ok else None
         if not self._active or slot is None or slot.paired_now or not z.is_floating_point() \
                 or backward_id() != -1:
             self._pending_act = None
@@ -400,6 +415,9 @@ class Recorder:
     def report(self) -> list[LayerStats]:
         """One :class:`LayerStats` per layer that ran, in forward order."""
         return layer_rows(self)
+
+    def _by_name(self) -> list[tuple[str, _Slot]]:
+        return [(s.name, s) for s in self._slots]
 
     def samples(self, name: str) -> dict[str, Tensor]:
         """Kept values (``keep_samples`` > 0) of layer ``name``: pre, act and grad."""

@@ -1,0 +1,159 @@
+"""A fourth hostile review: the Monitor in real loops, concatenated and routed
+layers, and user files the CLI must load as ``python FILE.py`` would."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lib import probes
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def test_a_validation_pass_between_steps_is_not_the_monitored_step():
+    m, x = _mlp(), torch.randn(64, 4)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    mon = probes.monitor(m, every=2, samples=0)
+    for step in range(3):
+        if step % 2 == 0:
+            with torch.no_grad():
+                m(100 * torch.randn(512, 4))  # validation, huge inputs
+        m(x).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+        mon.step()
+    mon.close()
+    with probes.watch(m) as rec:
+        m(x)
+    # the training batch alone, not pooled with the validation pass (that gave 34)
+    assert mon.history[2].act_std["0"] < 5 * rec.report()[0].act_std
+
+
+def test_weights_changed_between_steps_are_no_update():
+    m, x = _mlp(), torch.randn(8, 4)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)
+    mon = probes.monitor(m, every=1, samples=0)
+    with torch.no_grad():
+        m[0].weight.mul_(2.0)  # e.g. load_state_dict after the monitor started
+    m(x).sum().backward()
+    opt.step()
+    snap = mon.step()
+    mon.close()
+    assert snap.update_ratio == {"0.weight": 0.0, "2.weight": 0.0}
+
+
+class _Experts(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+
+    def forward(self, x, which):
+        return self.experts[which](x)
+
+
+def test_series_are_aligned_with_steps_when_a_layer_skips_steps():
+    torch.manual_seed(0)
+    m, x = _Experts(), torch.randn(8, 4)
+    mon = probes.monitor(m, every=1, samples=0)
+    for which in (0, 0, 1):
+        m(x, which).sum().backward()
+        mon.step()
+    mon.close()
+    s = mon.series("grad_norm")
+    assert len(s["experts.0"]) == len(s["experts.1"]) == len(mon.steps) == 3
+    assert math.isnan(s["experts.1"][0]) and math.isfinite(s["experts.1"][2])
+    assert math.isnan(s["experts.0"][2])
+
+
+def test_layer_names_with_brackets_do_not_break_the_monitor():
+    class Routed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.d = nn.ModuleDict({"exp[0]": nn.Linear(4, 4)})
+
+        def forward(self, x):
+            return self.d["exp[0]"](x).relu()
+
+    torch.manual_seed(0)
+    m = Routed()
+    mon = probes.monitor(m, every=1, samples=16)
+    m(torch.randn(8, 4)).sum().backward()
+    snap = mon.step()
+    mon.close()
+    assert "d.exp[0]" in snap.grad_norm and snap.act_samples["d.exp[0]"].numel() == 16
+
+
+def test_an_activation_of_concatenated_layers_is_neither_layers():
+    class Cat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Conv2d(8, 2, 1)
+            with torch.no_grad():
+                self.a.bias.fill_(-100.0)
+
+        def forward(self, x):
+            return self.head(F.relu(torch.cat([self.a(x), self.b(x)], 1)))
+
+    torch.manual_seed(0)
+    with probes.watch(Cat()) as rec:
+        rec.model(torch.randn(2, 3, 8, 8)).sum().backward()
+    rows = {r.name: r for r in rec.report()}
+    assert rows["a"].activation is None and rows["b"].activation is None
+    assert math.isnan(rows["a"].dead)
+
+
+def test_an_expert_routed_no_token_did_not_run():
+    class MoE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.experts = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+
+        def forward(self, x):
+            route = torch.tensor([0, 1] * (len(x) // 2))  # expert 2 gets nothing
+            out = torch.zeros_like(x)
+            for i, e in enumerate(self.experts):
+                out[route == i] = e(x[route == i])
+            return out
+
+    torch.manual_seed(0)
+    with probes.watch(MoE()) as rec:
+        rec.model(torch.randn(8, 4)).pow(2).sum().backward()
+    assert [r.name for r in rec.report()] == ["experts.0", "experts.1"]
+
+
+def test_the_cli_loads_a_file_as_python_would(tmp_path):
+    (tmp_path / "helper.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def make():
+            return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    """))
+    (tmp_path / "model.py").write_text(textwrap.dedent("""
+        from __future__ import annotations
+
+        from dataclasses import dataclass
+
+        from helper import make
+
+        @dataclass
+        class Config:
+            width: int = 8
+
+        def build():
+            assert Config().width == 8
+            return make()
+    """))
+    run = subprocess.run([sys.executable, "-m", "lib.diagnose", str(tmp_path / "model.py:build"),
+                          "--input-shape", "4"], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": sys.path[0], "PATH": "", "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
