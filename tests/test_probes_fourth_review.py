@@ -157,3 +157,31 @@ def test_the_cli_loads_a_file_as_python_would(tmp_path):
                           "--input-shape", "4"], capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": sys.path[0], "PATH": "", "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr
+
+
+def _row(**kw) -> probes.LayerStats:
+    r = probes.LayerStats("a", "Linear", "relu", 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0,
+                          False, weight_norm=1.0, fan_in=4, numel=16)
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def test_hand_made_rows_are_checked_field_by_field():
+    import pytest
+
+    from lib import diagnose as dg
+
+    for kw, exc, match in [
+        ({"dead": None}, TypeError, r"report\[0\].dead must be a real number"),
+        ({"dead": 2.0}, ValueError, r"report\[0\].dead must lie in \[0, 1\]"),
+        ({"weight_grad_norm": -1.0}, ValueError, "weight_grad_norm must lie"),
+        ({"numel": "x"}, TypeError, "numel must be an int"),
+        ({"nonfinite": "no"}, TypeError, "nonfinite must be a bool"),
+        ({"name": 3}, TypeError, "name must be a str"),
+    ]:
+        with pytest.raises(exc, match=match):
+            dg.diagnose([_row(**kw), _row(name="b")])
+    with pytest.raises(TypeError, match=r"rows\[0\].activation must be a str or None"):
+        probes.format_table([_row(activation=5)])
+    assert dg.diagnose([_row(dead=math.nan), _row(name="b")]).healthy

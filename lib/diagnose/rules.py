@@ -280,6 +280,7 @@ def diagnose(report: Sequence[_probes.LayerStats], *, thresholds: Thresholds | N
     for i, r in enumerate(report):
         if not isinstance(r, _probes.LayerStats):
             raise TypeError(f"report[{i}] must be a lib.probes.LayerStats, got {type(r).__name__}")
+        r.check(f"report[{i}]")
     th = Thresholds() if thresholds is None else thresholds
     if not isinstance(th, Thresholds):
         raise TypeError(f"thresholds must be a lib.diagnose.Thresholds, got {type(th).__name__}")

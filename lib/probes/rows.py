@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from lib._checks import check_int
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["LayerStats", "ParamStats", "format_table", "layer_row", "layer_rows"]
 
 _NAN = math.nan
+#: the allowed range of a LayerStats number where it is not [0, inf) (NaN: not measured)
+_RANGES = {"pre_mean": (-math.inf, math.inf), "act_mean": (-math.inf, math.inf),
+           "saturated": (0.0, 1.0), "dead": (0.0, 1.0), "time_grad_ratio": (0.0, 1.0)}
 
 
 @dataclass
@@ -54,6 +58,40 @@ class LayerStats:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check(self, where: str = "row") -> "LayerStats":
+        """This row if every field has its type and range, else TypeError/ValueError
+        naming ``where`` and the field (for hand-made rows given to the diagnosis)."""
+        for f in ("name", "kind", "role"):
+            if not isinstance(getattr(self, f), str):
+                raise TypeError(f"{where}.{f} must be a str, got "
+                                f"{type(getattr(self, f)).__name__}")
+        if self.activation is not None and not isinstance(self.activation, str):
+            raise TypeError(f"{where}.activation must be a str or None, got "
+                            f"{type(self.activation).__name__}")
+        for f in ("nonfinite", "feeds_norm", "frozen", "first_nonfinite"):
+            if not isinstance(getattr(self, f), (bool, np.bool_)):
+                raise TypeError(f"{where}.{f} must be a bool, got "
+                                f"{type(getattr(self, f)).__name__}")
+        for f in ("fan_in", "calls", "numel", "unit_samples"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise (ValueError if isinstance(v, (int, np.integer)) else TypeError)(
+                    f"{where}.{f} must be an int >= 0, got {v!r}")
+        for f in ("pre_mean", "pre_std", "act_mean", "act_std", "saturated", "dead",
+                  "weight_grad_norm", "output_grad_norm", "weight_norm", "time_grad_ratio"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+                raise TypeError(f"{where}.{f} must be a real number (NaN for none), got "
+                                f"{type(v).__name__}")
+            low, high = _RANGES.get(f, (0.0, math.inf))
+            if not math.isnan(v) and not low <= v <= high:
+                raise ValueError(f"{where}.{f} must lie in [{low:g}, {high:g}] or be NaN, "
+                                 f"got {v!r}")
+        if not isinstance(self.tied, tuple):
+            raise TypeError(f"{where}.tied must be a tuple of names, got "
+                            f"{type(self.tied).__name__}")
+        return self
+
 
 @dataclass
 class ParamStats:
@@ -83,6 +121,8 @@ def format_table(rows: Any, width: int = 24) -> str:
         raise TypeError(message) from None
     if not all(isinstance(r, LayerStats) for r in rows):
         raise TypeError(message)
+    for i, r in enumerate(rows):
+        r.check(f"rows[{i}]")
     width = check_int(width, "width", ge=8)
     names = abbreviate([r.name for r in rows], width)
     w = max([len(n) for n in names] + [5]) + 1
