@@ -185,3 +185,34 @@ def test_hand_made_rows_are_checked_field_by_field():
     with pytest.raises(TypeError, match=r"rows\[0\].activation must be a str or None"):
         probes.format_table([_row(activation=5)])
     assert dg.diagnose([_row(dead=math.nan), _row(name="b")]).healthy
+
+
+def test_monitor_plots_and_step_refuse_bad_values_by_name():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from lib.probes import plots
+
+    m = _mlp()
+    mon = probes.monitor(m, every=1, samples=256)
+    m(torch.randn(32, 4)).pow(2).mean().backward()
+    mon.step()
+    with pytest.raises(ValueError, match="loss must be a real number a float can hold"):
+        mon.step(10 ** 400)
+    mon.close()
+    fig, ax = plt.subplots()
+    for call, exc, match in [
+        (lambda: plots.update_ratios(ax, mon, guide=0), ValueError, "guide"),
+        (lambda: plots.update_ratios(ax, mon, names="0.weight"), TypeError, "names"),
+        (lambda: plots.histogram_image(ax, mon, "0", limit="2"), TypeError, "limit"),
+        (lambda: plots.histogram_image(ax, mon, "0", limit=-1), ValueError, "limit"),
+    ]:
+        with pytest.raises(exc, match=match):
+            call()
+    im = plots.histogram_image(ax, mon, "0", which="grad")
+    lo, hi = im.get_extent()[2:]
+    assert lo > -20  # exact zeros are not drawn at log10 = -30
+    plt.close(fig)

@@ -128,9 +128,15 @@ class Monitor:
                     raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
                 if loss.is_complex() or loss.dtype == torch.bool:
                     raise TypeError(f"loss must be a real number, got a {loss.dtype} tensor")
+                if loss.device.type == "meta":
+                    raise ValueError("loss is a meta tensor: it holds no value to record")
                 lv = float(loss.detach())
             elif isinstance(loss, numbers.Real) and not isinstance(loss, (bool, np.bool_)):
-                lv = float(loss)  # numpy scalars too (np.float32, np.int64)
+                try:
+                    lv = float(loss)  # numpy scalars too (np.float32, np.int64)
+                except OverflowError:
+                    raise ValueError(f"loss must be a real number a float can hold, got "
+                                     f"{loss!r:.40}") from None
             else:
                 raise TypeError(f"loss must be a number, a scalar tensor or None, "
                                 f"got {type(loss).__name__}")
