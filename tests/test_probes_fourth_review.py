@@ -216,3 +216,19 @@ def test_monitor_plots_and_step_refuse_bad_values_by_name():
     lo, hi = im.get_extent()[2:]
     assert lo > -20  # exact zeros are not drawn at log10 = -30
     plt.close(fig)
+
+
+def test_a_monitor_dropped_without_close_detaches_when_collected():
+    import gc
+
+    from lib.probes import _state
+
+    m = _mlp()
+    for _ in range(3):  # a notebook cell run three times
+        mon = probes.monitor(m, every=1, samples=0)
+        m(torch.randn(8, 4)).sum().backward()
+        mon.step()
+    del mon
+    gc.collect()
+    assert not m[0]._forward_hooks and not m._forward_pre_hooks
+    assert not _state._ACTIVE  # torch.relu and friends are unpatched again

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,12 @@ class Monitor:
         self.seed = check_seed(seed)
         self.history: dict[int, Snapshot] = {}
         self._step = 0
-        self._rec: Recorder | None = None
+        # what is attached to the model, held apart from the monitor so that a monitor
+        # dropped without close() (a notebook cell run again) is detached when collected
+        self._held: dict[str, Any] = {"rec": None, "hook": None}
+        weakref.finalize(self, _release, self._held)
         self._before: dict[str, Tensor] = {}
         self._closed = False
-        self._snap_hook: Any = None
         self._arm()
 
     # -- the loop ---------------------------------------------------------------
@@ -105,7 +108,30 @@ class Monitor:
         self._before = {}
         self._rec.attach()
         if self._snap_hook is None:
-            self._snap_hook = self.model.register_forward_pre_hook(self._snapshot)
+            method = weakref.WeakMethod(self._snapshot)  # the model must not keep us alive
+
+            def snapshot(module: nn.Module, args: Any) -> None:
+                fn = method()
+                if fn is not None:
+                    fn(module, args)
+
+            self._snap_hook = self.model.register_forward_pre_hook(snapshot)
+
+    @property
+    def _rec(self) -> Recorder | None:
+        return self._held["rec"]
+
+    @_rec.setter
+    def _rec(self, rec: Recorder | None) -> None:
+        self._held["rec"] = rec
+
+    @property
+    def _snap_hook(self) -> Any:
+        return self._held["hook"]
+
+    @_snap_hook.setter
+    def _snap_hook(self, hook: Any) -> None:
+        self._held["hook"] = hook
 
     def _snapshot(self, module: nn.Module, args: Any) -> None:
         # The weights as the monitored step's first forward pass with gradients finds them:
@@ -258,6 +284,16 @@ class Monitor:
         if own:
             writer.close()
         return sorted(tags)
+
+
+def _release(held: dict[str, Any]) -> None:
+    """Detach what a collected, unclosed monitor left on its model."""
+    if held["rec"] is not None:
+        held["rec"].detach()
+        held["rec"] = None
+    if held["hook"] is not None:
+        held["hook"].remove()
+        held["hook"] = None
 
 
 def monitor(model: nn.Module, every: int = 10, *, samples: int = 1024, seed: int = 0) -> Monitor:
