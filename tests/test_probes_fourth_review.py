@@ -232,3 +232,17 @@ def test_a_monitor_dropped_without_close_detaches_when_collected():
     gc.collect()
     assert not m[0]._forward_hooks and not m._forward_pre_hooks
     assert not _state._ACTIVE  # torch.relu and friends are unpatched again
+
+
+def test_functional_call_is_named_as_what_the_probes_cannot_see():
+    from torch.func import functional_call
+
+    from lib import diagnose as dg
+
+    m = _mlp()
+    params = {n: 10 * p.detach().clone().requires_grad_(True) for n, p in m.named_parameters()}
+    with probes.watch(m) as rec:
+        functional_call(m, params, (torch.randn(8, 4),)).pow(2).mean().backward()
+    d = dg.diagnose(rec.report(), parameters=rec.parameters())
+    assert d.labels == ["no-gradient"]
+    assert "functional_call" in d.issues[0].evidence

@@ -387,11 +387,18 @@ def _issue(kind: str, rows: list[LayerVerdict], th: Thresholds,
         evidence = (f"NaN or Inf first appears {where} at '{rows[0].name}'{holds}; "
                     f"{spread} of {len(report)} layers see it")
     elif kind == "no-gradient":
+        by_name = {r.name: r for r in report}
+        passed = [v.name for v in rows if _ok(by_name[v.name].output_grad_norm)]
         evidence = ("no gradient was recorded at all: no backward pass ran inside the probe, "
                     "it ran under torch.no_grad(), or every parameter is frozen"
                     if not any_grad else
                     f"{len(rows)} trainable layer(s) received no gradient: the loss does not "
                     "depend on them")
+        if passed:
+            evidence = (f"the outputs of {_span(tuple(passed))} received gradients but their "
+                        f"parameters did not: the forward pass used other tensors than the "
+                        f"modules' own parameters (torch.func.functional_call, a copy of the "
+                        f"weights), which the probes cannot see")
     elif kind == "exploding":
         big = max(rows, key=lambda v: max(_f(v.relative_signal), _f(v.relative_grad)))
         evidence = (f"the backward signal at '{big.name}' is {_num(big.relative_signal)} times, "
