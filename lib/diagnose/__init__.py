@@ -9,8 +9,8 @@ that produces the report, on any ``nn.Module``::
     print(d.summary())    # what is wrong, the suggested fix, the chapter to read
     d.healthy, d.labels   # True/False, e.g. ["vanishing"]
 
-The package: :mod:`lib.diagnose.rules` (the rules and their thresholds,
-:class:`Thresholds`), :mod:`lib.diagnose.advice` (fixes, and the chapter for
+The package: :mod:`lib.diagnose.rules` (the rules), :mod:`lib.diagnose.verdicts`
+(their :class:`Thresholds` and results), :mod:`lib.diagnose.advice` (fixes, and the chapter for
 each verdict as ``{kind: (title, url)}``), :mod:`lib.diagnose.run`
 (:func:`diagnose_model`), :mod:`lib.diagnose.examples` (small models with
 each problem; the only part that imports :mod:`lib.training`) and

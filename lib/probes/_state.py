@@ -188,3 +188,28 @@ def functional_off(rec: "Recorder") -> None:
         while _PATCHES:
             owner, name, func = _PATCHES.pop()
             setattr(owner, name, func)
+
+
+def rnn_input_hook(rec: "Recorder", module: nn.Module, args: Any) -> Any:
+    """The recorder's forward pre-hook on a recurrent layer: makes autograd compute
+    dL/dx_t of its input and records its norm per time step (see :func:`step_norms`)."""
+    x = args[0] if args else None
+    packed = isinstance(x, PackedSequence)
+    data = x.data if packed else x
+    if not rec._active or not isinstance(data, Tensor) or not data.is_floating_point() \
+            or not torch.is_grad_enabled() or backward_id() != -1:
+        return None
+    if not data.requires_grad:
+        data = data.detach().requires_grad_(True)  # so autograd computes dL/dx_t
+        x = x._replace(data=data) if packed else data
+    slot = rec._by_module[id(module)]
+    p = rec._pass
+    call = slot.time_call(p)
+    per_step = step_norms(x, getattr(module, "batch_first", False))
+
+    def on_grad(g: Tensor) -> None:
+        if rec._active:
+            slot.time_parts.setdefault(p, {})[call] = per_step(g)
+
+    data.register_hook(on_grad)
+    return (x,) + tuple(args[1:])

@@ -11,7 +11,8 @@ from lib.activations import kinds as _kinds
 from lib.probes._names import is_norm
 
 __all__ = ["layer_modules", "weight_groups", "fan_in", "first_tensor", "unit_dim",
-           "own_parameters", "check_acyclic", "plain_weight"]
+           "own_parameters", "check_acyclic", "plain_weight", "fits", "tensor_version",
+           "normalises"]
 
 
 def own_parameters(module: nn.Module) -> dict[str, Tensor]:
@@ -135,3 +136,31 @@ def check_acyclic(model: nn.Module) -> None:
         path.discard(id(m))
 
     walk(model, "")
+
+
+def fits(layer: nn.Module, z: Tensor) -> bool:
+    """Whether ``z`` can be the activation of ``layer``'s units: as many channels (a
+    conv) or features as it has. ``relu(cat([a(x), b(x)]))`` is neither a's nor b's."""
+    units = getattr(layer, "out_channels", None) if isinstance(
+        layer, nn.modules.conv._ConvNd) else getattr(layer, "out_features", None)
+    if not isinstance(units, int) or z.dim() == 0:
+        return True
+    return z.shape[unit_dim(layer, z)] == units
+
+
+def tensor_version(t: Tensor) -> int | None:
+    """``t``'s in-place version counter (None for an inference tensor, which has none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+def normalises(norm: nn.Module) -> bool:
+    """Whether ``norm`` divides by the statistics of its input (so the layer before it is
+    scale-invariant): not a BatchNorm/InstanceNorm in eval mode using running statistics,
+    which is a fixed affine map."""
+    running = isinstance(norm, (nn.modules.batchnorm._BatchNorm,
+                                nn.modules.instancenorm._InstanceNorm))
+    return not (running and not norm.training and norm.track_running_stats
+                and getattr(norm, "running_var", None) is not None)

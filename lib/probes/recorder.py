@@ -55,47 +55,26 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence
 
 from lib._checks import SEED_MAX, check_bool, check_int, check_seed
 from lib.activations import kinds as _kinds
 from lib.probes import _moments
 from lib.probes._names import is_norm, role
-from lib.probes._state import _Grad, _Slot, backward_id, functional_off, functional_on, step_norms
-from lib.probes.layers import check_acyclic, first_tensor, layer_modules, unit_dim
+from lib.probes._state import _Grad, _Slot, backward_id, functional_off, functional_on, rnn_input_hook
+from lib.probes.layers import (
+    check_acyclic,
+    first_tensor,
+    fits,
+    layer_modules,
+    normalises,
+    tensor_version,
+    unit_dim,
+)
 from lib.probes.rows import LayerStats, ParamStats, format_table, layer_rows
 
 __all__ = ["LayerStats", "ParamStats", "Recorder", "watch", "layer_modules", "format_table"]
 
 _NAN = math.nan
-
-
-def _fits(layer: nn.Module, z: Tensor) -> bool:
-    """Whether ``z`` can be the activation of ``layer``'s units: as many channels (a
-    conv) or features as it has. ``relu(cat([a(x), b(x)]))`` is neither a's nor b's."""
-    units = getattr(layer, "out_channels", None) if isinstance(
-        layer, nn.modules.conv._ConvNd) else getattr(layer, "out_features", None)
-    if not isinstance(units, int) or z.dim() == 0:
-        return True
-    return z.shape[unit_dim(layer, z)] == units
-
-
-def _version(t: Tensor) -> int | None:
-    """``t``'s in-place version counter (None for an inference tensor, which has none)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
-
-
-def _normalises(norm: nn.Module) -> bool:
-    """Whether ``norm`` divides by the statistics of its input (so the layer before it is
-    scale-invariant): not a BatchNorm/InstanceNorm in eval mode using running statistics,
-    which is a fixed affine map."""
-    running = isinstance(norm, (nn.modules.batchnorm._BatchNorm,
-                                nn.modules.instancenorm._InstanceNorm))
-    return not (running and not norm.training and norm.track_running_stats
-                and getattr(norm, "running_var", None) is not None)
 
 
 class Recorder:
@@ -190,7 +169,7 @@ class Recorder:
         self._calls += 1
         if out.is_floating_point():
             finite = slot.out.add(out)
-            slot.out_batch = (id(out), _version(out), slot.out.last)
+            slot.out_batch = (id(out), tensor_version(out), slot.out.last)
             if not finite and slot.nonfinite_at is None:
                 slot.nonfinite_at = self._calls
             slot.nonfinite |= not finite
@@ -211,7 +190,7 @@ class Recorder:
 
     def _norm_pre(self, module: nn.Module, args: Any) -> None:
         if self._active and self._last is not None and args and self._last_out is not None \
-                and args[0] is self._last_out() and _normalises(module):
+                and args[0] is self._last_out() and normalises(module):
             self._last.feeds_norm = True
 
     def _norm_post(self, module: nn.Module, args: Any, output: Any) -> None:
@@ -249,9 +228,9 @@ class Recorder:
             seen += 1
             hit = self._made_fn.get(id(node))
             if hit is not None and hit[0] is node:
-                return hit[1] if _fits(hit[1].module, z) else None
+                return hit[1] if fits(hit[1].module, z) else None
             frontier += [n for n, _ in node.next_functions if n is not None]
-        return self._last if self._last is not None and _fits(self._last.module, z) else None
+        return self._last if self._last is not None and fits(self._last.module, z) else None
 
     def _pre(self, kind: _kinds.Kind, z: Tensor) -> None:
         ok = self._active and z.is_floating_point() and not self._skip_pass
@@ -264,7 +243,7 @@ class Recorder:
         slot.activation = kind.name
         self._pending_act = slot
         ob = slot.out_batch
-        if ob is not None and ob[0] == id(z) and ob[1] is not None and ob[1] == _version(z) \
+        if ob is not None and ob[0] == id(z) and ob[1] is not None and ob[1] == tensor_version(z) \
                 and ob[2] is not None:
             slot.pre.add_batch(ob[2])  # the layer's output itself, unchanged: summed already
         else:
@@ -301,26 +280,7 @@ class Recorder:
             slot.samples["act"].append(self._sample(output))
 
     def _rnn_pre(self, module: nn.Module, args: Any) -> Any:
-        x = args[0] if args else None
-        packed = isinstance(x, PackedSequence)
-        data = x.data if packed else x
-        if not self._active or not isinstance(data, Tensor) or not data.is_floating_point() \
-                or not torch.is_grad_enabled() or backward_id() != -1:
-            return None
-        if not data.requires_grad:
-            data = data.detach().requires_grad_(True)  # so autograd computes dL/dx_t
-            x = x._replace(data=data) if packed else data
-        slot = self._by_module[id(module)]
-        p = self._pass
-        call = slot.time_call(p)
-        per_step = step_norms(x, getattr(module, "batch_first", False))
-
-        def on_grad(g: Tensor) -> None:
-            if self._active:
-                slot.time_parts.setdefault(p, {})[call] = per_step(g)
-
-        data.register_hook(on_grad)
-        return (x,) + tuple(args[1:])
+        return rnn_input_hook(self, module, args)
 
     def _param_grad(self, pid: int, grad: Tensor) -> None:
         if self._active:
