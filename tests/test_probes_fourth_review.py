@@ -246,3 +246,20 @@ def test_functional_call_is_named_as_what_the_probes_cannot_see():
     d = dg.diagnose(rec.report(), parameters=rec.parameters())
     assert d.labels == ["no-gradient"]
     assert "functional_call" in d.issues[0].evidence
+
+
+def test_a_nan_loss_is_written_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    m = _mlp()
+    mon = probes.monitor(m, every=1, samples=0)
+    for loss in (0.5, math.nan):
+        m(torch.randn(8, 4)).sum().backward()
+        mon.step(loss)
+    mon.step()  # no loss given: nothing to write for it
+    mon.close()
+    mon.to_tensorboard(tmp_path)
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    events = acc.Scalars("loss")
+    assert [e.step for e in events] == [0, 1] and math.isnan(events[1].value)

@@ -74,6 +74,8 @@ class Snapshot:
     act_std: dict[str, float]
     act_samples: dict[str, Tensor] = field(repr=False, default_factory=dict)
     grad_samples: dict[str, Tensor] = field(repr=False, default_factory=dict)
+    #: whether a loss was given to :meth:`Monitor.step` (NaN then means a NaN loss)
+    loss_given: bool = False
 
 
 class Monitor:
@@ -169,6 +171,7 @@ class Monitor:
         snap = None
         if self._rec is not None:
             snap = self._record(lv)
+            snap.loss_given = loss is not None
         self._step += 1
         self._arm()
         return snap
@@ -258,16 +261,19 @@ class Monitor:
         writer = SummaryWriter(str(log_dir)) if own else log_dir
         tags: set[str] = set()
 
-        def scalar(tag: str, v: float, step: int) -> None:
-            if math.isfinite(v):
+        def scalar(tag: str, v: float, step: int, blown: bool = False) -> None:
+            # NaN is "not measured", except where a value blew up (a NaN loss that was
+            # given, a gradient the report marks non-finite): that step is the one to see
+            if math.isfinite(v) or blown:
                 writer.add_scalar(tag, v, step)
                 tags.add(tag)
 
         for s in self.steps:
             snap = self.history[s]
-            scalar("loss", snap.loss, s)
+            scalar("loss", snap.loss, s, blown=snap.loss_given)
+            bad = {r.name for r in snap.report if r.nonfinite}
             for k, v in snap.grad_norm.items():
-                scalar(f"grad_norm/{k}", v, s)
+                scalar(f"grad_norm/{k}", v, s, blown=k in bad)
             for k, v in snap.update_ratio.items():
                 scalar(f"update_ratio_log10/{k}", math.log10(v) if v > 0 else math.nan, s)
             for k, v in snap.dead.items():
