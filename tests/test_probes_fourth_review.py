@@ -263,3 +263,16 @@ def test_a_nan_loss_is_written_to_tensorboard(tmp_path):
     acc.Reload()
     events = acc.Scalars("loss")
     assert [e.step for e in events] == [0, 1] and math.isnan(events[1].value)
+
+
+def test_a_layer_unfrozen_after_the_monitor_armed_gets_its_gradient():
+    m = _mlp()
+    m[2].weight.requires_grad_(False)
+    mon = probes.monitor(m, every=1, samples=0)
+    m[2].weight.requires_grad_(True)  # unfrozen before the step's forward pass
+    m(torch.randn(8, 4)).pow(2).sum().backward()
+    snap = mon.step()
+    mon.close()
+    assert snap.grad_norm["2"] > 0
+    assert math.isclose(snap.grad_norm["2"], float(m[2].weight.grad.double().norm()),
+                        rel_tol=1e-5)

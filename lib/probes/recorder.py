@@ -136,6 +136,7 @@ class Recorder:
                     # is an embedding table wherever it is used, whichever came first.
                     self._params[id(p)] = self._params[id(p)][:2] + (rl, p)
         self._pgrad: dict[int, _Grad] = {i: _Grad() for i in self._params}
+        self._hooked: set[int] = set()  # parameters whose gradient hook is attached
 
     # -- forward hooks ---------------------------------------------------------
     def _root_pre(self, module: nn.Module, args: Any) -> None:
@@ -146,6 +147,14 @@ class Recorder:
             self._made_by.clear()
             self._made_fn.clear()
             self._last = self._last_out = None  # nothing of the last pass feeds this one
+            self._hook_params()  # a parameter unfrozen since attach() has a gradient now
+
+    def _hook_params(self) -> None:
+        for pid, (_, _, _, p) in self._params.items():
+            if p.requires_grad and pid not in self._hooked:
+                self._hooked.add(pid)
+                self._handles.append(
+                    p.register_hook(lambda g, pid=pid: self._param_grad(pid, g)))
 
     def _root_post(self, module: nn.Module, args: Any, output: Any) -> None:
         self._in_forward = max(self._in_forward - 1, 0)
@@ -322,9 +331,7 @@ class Recorder:
             elif is_norm(m):
                 h.append(m.register_forward_pre_hook(self._norm_pre))
                 h.append(m.register_forward_hook(self._norm_post))
-        for pid, (_, _, _, p) in self._params.items():
-            if p.requires_grad:
-                h.append(p.register_hook(lambda g, pid=pid: self._param_grad(pid, g)))
+        self._hook_params()
         if self.functional:
             functional_on(self)
         return self
@@ -339,6 +346,7 @@ class Recorder:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._hooked.clear()
 
     @property
     def hook_count(self) -> int:
