@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_diagnose import Miswired, Unordered  # registration order is not call order
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -124,18 +125,6 @@ def test_hugging_face_t5s_tied_lm_head_is_not_called_large():
     assert not any("lm_head" in name for names in flagged for name in names)
 
 
-class _Unordered(nn.Module):
-    """Registers its layers in another order than it calls them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = nn.Linear(6, 2)
-        self.body = nn.Linear(4, 6)
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.body(x)))
-
-
 class _Tokens(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -146,34 +135,25 @@ class _Tokens(nn.Module):
         return self.out(self.emb(x)).mean(1)
 
 
-class _Miswired(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body, self.head = nn.Linear(4, 6), nn.Linear(5, 2)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
 Y = torch.randint(0, 2, (5,))
 BAD = [
-    (lambda: probes.gradient_norms(_Unordered(), torch.randn(5, 7), Y), ValueError,
+    (lambda: probes.gradient_norms(Unordered(), torch.randn(5, 7), Y), ValueError,
      "x does not fit layer 'body'"),
-    (lambda: probes.gradient_norms(_Unordered(), torch.randint(0, 3, (5, 4)), Y), TypeError,
+    (lambda: probes.gradient_norms(Unordered(), torch.randint(0, 3, (5, 4)), Y), TypeError,
      "x must be floating"),
-    (lambda: probes.gradient_norms(_Unordered(), torch.randn(5, 4).double(), Y), TypeError,
+    (lambda: probes.gradient_norms(Unordered(), torch.randn(5, 4).double(), Y), TypeError,
      "dtype"),
-    (lambda: probes.active_fraction(_Unordered(), torch.randn(5, 7)), ValueError,
+    (lambda: probes.active_fraction(Unordered(), torch.randn(5, 7)), ValueError,
      "x does not fit layer 'body'"),
-    (lambda: probes.jacobian_singular_values(_Unordered(), torch.randn(7)), ValueError,
+    (lambda: probes.jacobian_singular_values(Unordered(), torch.randn(7)), ValueError,
      "x does not fit layer 'body'"),
     (lambda: probes.gradient_norms(_Tokens(), torch.randint(0, 20, (5, 3)) + 10, Y),
      ValueError, r"token ids in 0..9 for layer 'emb'"),
     (lambda: probes.gradient_norms(_Tokens(), torch.randn(5, 3), Y), TypeError,
      "integer token ids"),
-    (lambda: dg.diagnose_model(_Unordered(), torch.randint(0, 3, (5, 4)), Y), TypeError,
+    (lambda: dg.diagnose_model(Unordered(), torch.randint(0, 3, (5, 4)), Y), TypeError,
      "x must be floating"),
-    (lambda: probes.gradient_norms(_Miswired(), torch.randn(5, 4), Y), dg.ModelError,
+    (lambda: probes.gradient_norms(Miswired(), torch.randn(5, 4), Y), dg.ModelError,
      "failed in layer 'head'"),
 ]
 

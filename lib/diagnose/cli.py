@@ -17,8 +17,8 @@ from lib import seeds as _seeds
 from lib._checks import default_loss
 from lib.diagnose.advice import CHAPTERS
 from lib.diagnose.rules import Diagnosis, _span
-from lib.diagnose.run import ModelError, _sequence_loss, diagnose_model
-from lib.probes._forward import output_tensor
+from lib.diagnose.run import ModelError, diagnose_model
+from lib.probes._forward import default_output_loss, output_tensor
 
 __all__ = ["main"]
 
@@ -224,7 +224,7 @@ def _targets(out: Any, x: Tensor, loss: str, gen: torch.Generator) -> tuple[Tens
 
 def _loss(spec: str) -> tuple[Callable[[Tensor, Tensor], Tensor] | None, str]:
     if spec in ("auto", "cross-entropy", "ce"):
-        return (None if spec == "auto" else _sequence_loss), spec
+        return (None if spec == "auto" else default_output_loss), spec
     if spec == "mse":
         return (lambda out, y: default_loss(out, y.to(out.dtype))), spec
     if ":" in spec:

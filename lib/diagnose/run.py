@@ -12,10 +12,6 @@ from lib.probes._forward import ModelError, call_model, call_user, default_outpu
 
 __all__ = ["ModelError", "diagnose_model"]
 
-#: The default loss (kept under its old private name for lib.diagnose.cli).
-_sequence_loss = default_output_loss
-
-
 def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor,
                    loss_fn: Callable[[Any, Tensor], Tensor] | None = None, *,
                    thresholds: Thresholds | None = None) -> Diagnosis:
@@ -55,7 +51,7 @@ def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor
             raise ValueError("x must be a batch (at least one dimension), got a scalar")
         inputs = check_model_input(model, x, "x")
     check_tensor(y, "y", nonempty=True, finite=True)
-    loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or _sequence_loss
+    loss_fn = check_callable(loss_fn, "loss_fn", optional=True) or default_output_loss
     if not _probes.layer_modules(model):
         raise ValueError("model has no layer with parameters (Linear, Conv, ...) to probe")
 
@@ -63,9 +59,9 @@ def diagnose_model(model: nn.Module, x: Tensor | Mapping[str, Tensor], y: Tensor
     with _probes.watch(model) as rec:
         out = call_model(model, inputs, "x")
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        if loss_fn is _sequence_loss:
+        if loss_fn is default_output_loss:
             # lib's own loss: its ValueError/TypeError name y and the shapes allowed
-            loss = _sequence_loss(out, y)
+            loss = default_output_loss(out, y)
         else:
             loss = call_user(f"the loss failed on the model's output ({shape}) and targets of "
                          f"shape {tuple(y.shape)}", lambda: loss_fn(out, y))

@@ -168,9 +168,7 @@ class Recorder:
             # A forward pass recomputed during backward (activation checkpointing): its
             # statistics were taken the first time; only a reentrant checkpoint's
             # recomputed outputs receive the gradient, so they keep their hook.
-            if out.requires_grad:
-                p = self._pass
-                out.register_hook(lambda g, s=slot, p=p: self._out_grad(s, p, g))
+            self._hook_out(slot, out)
             return
         if slot.calls == 0:
             self._order.append(slot)
@@ -187,9 +185,18 @@ class Recorder:
         self._made_by[id(out)] = (self._last_out, slot)
         if out.grad_fn is not None:
             self._made_fn[id(out.grad_fn)] = (out.grad_fn, slot)
+        self._hook_out(slot, out)
+
+    def _hook_out(self, slot: _Slot, out: Tensor) -> None:
+        """Record ``out``'s gradient for ``slot``, under this forward pass."""
         if out.requires_grad:
             p = self._pass
             out.register_hook(lambda g, s=slot, p=p: self._out_grad(s, p, g))
+
+    def _made(self, t: Any) -> _Slot | None:
+        """The layer ``t`` is the output of (through norm layers), if it is one."""
+        src = self._made_by.get(id(t))
+        return src[1] if src is not None and src[0]() is t else None
 
     def _out_grad(self, slot: _Slot, pass_id: int, grad: Tensor) -> None:
         if self._active:
@@ -204,11 +211,11 @@ class Recorder:
 
     def _norm_post(self, module: nn.Module, args: Any, output: Any) -> None:
         if self._active and args and isinstance(output, Tensor):
-            src = self._made_by.get(id(args[0]))
-            if src is not None and src[0]() is args[0]:
-                self._made_by[id(output)] = (weakref.ref(output), src[1])
+            src = self._made(args[0])
+            if src is not None:
+                self._made_by[id(output)] = (weakref.ref(output), src)
                 if output.grad_fn is not None:
-                    self._made_fn[id(output.grad_fn)] = (output.grad_fn, src[1])
+                    self._made_fn[id(output.grad_fn)] = (output.grad_fn, src)
 
     def _act_pre(self, module: nn.Module, args: Any) -> None:
         self._in_act += 1
@@ -222,11 +229,11 @@ class Recorder:
 
     def _source(self, z: Tensor) -> _Slot | None:
         """The layer whose activation ``z`` is (see the module docstring)."""
-        src = self._made_by.get(id(z))
-        if src is not None and src[0]() is z:
+        src = self._made(z)
+        if src is not None:
             # z is a layer's output (through norms, or added to in place as a residual
             # block's ``out += identity``): that layer's, even if another one ran since
-            return src[1]
+            return src
         if id(z) in self._params:
             return None  # an activation of a parameter (a learned gate): no layer's
         # z computed from layer outputs (``relu(out + shortcut(x))``): the first one
